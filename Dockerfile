@@ -1,0 +1,13 @@
+# The worker and the tools, for docker-compose.yml.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY personify ./personify
+COPY streams ./streams
+COPY processors ./processors
+COPY schemas ./schemas
+RUN pip install --no-cache-dir .
+ENV PERSONIFY_WEB_HOST=0.0.0.0 \
+    PERSONIFY_DATA_DIR=/var/lib/personify
+EXPOSE 16066
+CMD ["personify", "worker"]

@@ -1,0 +1,26 @@
+# The two commands of the README, plus helpers. Everything runs from .venv, created on demand.
+.PHONY: demo test unit bench lint stack-up stack-down stack-status
+
+demo:        ## the main job: local stack + worker + simulated population + the answer
+	bash scripts/demo.sh $(ARGS)
+
+test:        ## every test, unit and integration, against the real local stack
+	bash scripts/test.sh $(ARGS)
+
+unit:        ## the fast tier only (no servers needed)
+	bash scripts/venv.sh && .venv/bin/python -m pytest tests/unit -q
+
+bench:       ## the benchmarks of bench/ on the local stack
+	bash scripts/venv.sh && .venv/bin/python -m bench $(ARGS)
+
+lint:
+	bash scripts/venv.sh && .venv/bin/ruff check .
+
+stack-up:
+	bash scripts/venv.sh && .venv/bin/personify stack up
+
+stack-down:
+	.venv/bin/personify stack down
+
+stack-status:
+	.venv/bin/personify stack status

@@ -1,0 +1,113 @@
+"""The `personify` command: the local stack, the worker, the demo, and the data tools."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from personify.settings import Settings
+from personify.stack.processes import StackError
+
+# Subcommands provided by their own modules: each has add_arguments(parser) and run(args, settings).
+TOOL_COMMANDS = {
+    "simulate": ("personify.simulator", "generate a realistic population of events"),
+    "send": ("personify.send", "produce a JSONL file of events to the input topics"),
+}
+
+
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    from personify.stack import services
+
+    if args.action == "up":
+        names = tuple(args.only.split(",")) if args.only else services.SERVICE_NAMES
+        services.up(settings, names, started_file=args.started_file)
+        print("the stack is up; `personify stack status` tells what runs where, "
+              "`personify stack down` stops it")
+        return 0
+    if args.action == "down":
+        names = tuple(args.only.split(",")) if args.only else ("worker", *services.SERVICE_NAMES)
+        services.down(settings, names)
+        return 0
+    if args.action == "status":
+        return services.status(settings)
+    if args.action == "logs":
+        services.logs(settings, args.service, args.lines)
+        return 0
+    services.wipe(settings)
+    print("broker data and worker state deleted; the next `personify stack up` starts empty")
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.app import run_worker
+
+    return run_worker(settings, loglevel=args.loglevel)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from personify.demo import run
+
+    return run(args, settings)
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; a tool's module is imported only when its command is `selected`."""
+    parser = argparse.ArgumentParser(
+        prog="personify",
+        description="Real-time revenue personification: who are my best customers, and where "
+                    "did they come from? Settings come from PERSONIFY_* environment variables.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    stack = commands.add_parser("stack", help="the local Kafka, Redis and Prometheus")
+    stack.set_defaults(handler=_stack)
+    actions = stack.add_subparsers(dest="action", required=True)
+    stack_up = actions.add_parser("up", help="start what is not running (idempotent)")
+    stack_up.add_argument("--only", help="comma-separated subset of kafka,redis,prometheus")
+    stack_up.add_argument("--started-file", type=_path, help="write the names this call started")
+    stack_down = actions.add_parser("down", help="stop what personify started")
+    stack_down.add_argument("--only", help="comma-separated subset of worker,kafka,redis,prometheus")
+    actions.add_parser("status", help="what is up, on which port, and what is not")
+    stack_logs = actions.add_parser("logs", help="the end of a server's log")
+    stack_logs.add_argument("service", choices=("kafka", "redis", "prometheus", "worker"))
+    stack_logs.add_argument("-n", "--lines", type=int, default=40)
+    actions.add_parser("wipe", help="delete broker data and worker state (stack must be down)")
+
+    worker = commands.add_parser("worker", help="run the stream processor in the foreground")
+    worker.add_argument("--loglevel", default="info")
+    worker.set_defaults(handler=_worker)
+
+    demo = commands.add_parser("demo", help="the main job: stack, worker, and the answer")
+    demo.set_defaults(handler=_demo)
+    importlib.import_module("personify.demo").add_arguments(demo)
+
+    for name, (module, summary) in TOOL_COMMANDS.items():
+        sub = commands.add_parser(name, help=summary)
+        if name == selected:
+            tool = importlib.import_module(module)
+            tool.add_arguments(sub)
+            sub.set_defaults(handler=tool.run)
+    return parser
+
+
+def _path(value: str):
+    from pathlib import Path
+
+    return Path(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args.handler(args, settings)
+    except (StackError, ValueError) as exc:
+        print(f"personify: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""The instrumentation client: product code reports page views, signups and billing through it.
+
+Each call builds the wire-contract payload (DESIGN.md §2), validates it before it leaves the
+process (a bad event is the caller's bug, raised at the call site rather than dead-lettered
+later), and produces it keyed the way the pipeline partitions: page views and signups by
+`anonymous_id`, billing by `user_id`. The producer is idempotent with `acks=all`, and uses
+`murmur2_random` so keys land on the partitions Faust expects (DESIGN.md §9).
+
+    with Personify("127.0.0.1:19092") as personify:
+        personify.page_view("anon-1", "https://www.example.com/pricing", referrer=None)
+        personify.signup("anon-1", "user-1", traits={"company_size": 40})
+        personify.payment("user-1", 4900, "USD")
+"""
+
+from __future__ import annotations
+
+import atexit
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from confluent_kafka import KafkaError, Message, Producer
+
+from personify.settings import Topics
+
+TopicKind = Literal["page_views", "signups", "billing"]
+"""An input topic by its `Topics` field name; the configured name may differ."""
+
+TOPIC_KINDS: tuple[TopicKind, ...] = ("page_views", "signups", "billing")
+
+PRODUCER_DEFAULTS: Mapping[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "partitioner": "murmur2_random",
+    "compression.type": "lz4",
+    "linger.ms": 20,
+}
+"""Producer settings every client starts from; `producer_config` entries override them."""
+
+
+class InvalidEvent(ValueError):
+    """The payload breaks the wire contract; it was not sent."""
+
+
+class DeliveryFailed(RuntimeError):
+    """The broker did not accept some messages (raised by `flush` when no callback is set)."""
+
+    def __init__(self, failures: list[DeliveryReport]) -> None:
+        self.failures = failures
+        first = failures[0]
+        super().__init__(
+            f"{len(failures)} message(s) not delivered; first: {first.topic} key={first.key!r}: "
+            f"{first.error}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """The outcome of one produced message; `error` is None when the broker stored it."""
+
+    topic: str
+    key: str | None
+    partition: int | None
+    offset: int | None
+    error: str | None
+
+
+# ------------------------------------------------------------------------------- payloads
+
+
+def page_view_payload(
+    *,
+    event_id: str,
+    ts: int | str,
+    anonymous_id: str,
+    url: str,
+    referrer: str | None = None,
+    user_id: str | None = None,
+    campaign: Mapping[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """A `page_view/1` payload; `campaign` (source, medium, name, term, content) is optional."""
+    payload: dict[str, Any] = {
+        "schema": "page_view/1",
+        "event_id": event_id,
+        "ts": ts,
+        "anonymous_id": anonymous_id,
+        "user_id": user_id,
+        "url": url,
+        "referrer": referrer,
+    }
+    if campaign is not None:
+        payload["campaign"] = dict(campaign)
+    return payload
+
+
+def signup_payload(
+    *,
+    event_id: str,
+    ts: int | str,
+    anonymous_id: str,
+    user_id: str,
+    traits: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A `signup/1` payload; traits: company, company_size (employees), industry, plan, country."""
+    return {
+        "schema": "signup/1",
+        "event_id": event_id,
+        "ts": ts,
+        "anonymous_id": anonymous_id,
+        "user_id": user_id,
+        "traits": None if traits is None else dict(traits),
+    }
+
+
+def _billing(kind: str, event_id: str, ts: int | str, user_id: str) -> dict[str, Any]:
+    return {"schema": "billing/1", "event_id": event_id, "ts": ts, "user_id": user_id, "kind": kind}
+
+
+def payment_payload(
+    *, event_id: str, ts: int | str, user_id: str, amount_minor: int, currency: str
+) -> dict[str, Any]:
+    """A payment of `amount_minor` (> 0, minor units) in `currency` (ISO 4217)."""
+    return _billing("payment", event_id, ts, user_id) | {
+        "amount_minor": amount_minor,
+        "currency": currency,
+    }
+
+
+def refund_payload(
+    *, event_id: str, ts: int | str, user_id: str, amount_minor: int, currency: str, refund_of: str
+) -> dict[str, Any]:
+    """A refund of part or all of the payment `refund_of`, in that payment's currency."""
+    return _billing("refund", event_id, ts, user_id) | {
+        "amount_minor": amount_minor,
+        "currency": currency,
+        "refund_of": refund_of,
+    }
+
+
+def subscription_change_payload(
+    *,
+    event_id: str,
+    ts: int | str,
+    user_id: str,
+    subscription_id: str,
+    plan: str,
+    mrr_minor: int,
+    currency: str,
+) -> dict[str, Any]:
+    """A subscription's new state: `mrr_minor` is the monthly amount after the change (0 ends)."""
+    return _billing("subscription_change", event_id, ts, user_id) | {
+        "subscription_id": subscription_id,
+        "plan": plan,
+        "mrr_minor": mrr_minor,
+        "currency": currency,
+    }
+
+
+def kind_of_payload(payload: Mapping[str, Any]) -> TopicKind:
+    """The input topic a payload belongs on, from its `schema` field."""
+    schema = payload.get("schema")
+    kind = _KIND_BY_SCHEMA.get(schema) if isinstance(schema, str) else None
+    if kind is None:
+        raise InvalidEvent(f"unknown schema {schema!r}")
+    return kind
+
+
+_KIND_BY_SCHEMA: Mapping[str, TopicKind] = {
+    "page_view/1": "page_views",
+    "signup/1": "signups",
+    "billing/1": "billing",
+}
+
+
+def key_of(kind: TopicKind, payload: Mapping[str, Any]) -> str:
+    """The partition key the pipeline expects: `anonymous_id` for web events, else `user_id`."""
+    return payload["user_id"] if kind == "billing" else payload["anonymous_id"]
+
+
+# ----------------------------------------------------------------------------- validation
+
+_STR = (str,)
+_TS = (int, str)
+_REQUIRED: Mapping[str, Mapping[str, tuple[type, ...]]] = {
+    "page_view/1": {"event_id": _STR, "ts": _TS, "anonymous_id": _STR, "url": _STR},
+    "signup/1": {"event_id": _STR, "ts": _TS, "anonymous_id": _STR, "user_id": _STR},
+    "payment": {"event_id": _STR, "ts": _TS, "user_id": _STR, "amount_minor": (int,),
+                "currency": _STR},
+    "refund": {"event_id": _STR, "ts": _TS, "user_id": _STR, "amount_minor": (int,),
+               "currency": _STR, "refund_of": _STR},
+    "subscription_change": {"event_id": _STR, "ts": _TS, "user_id": _STR,
+                            "subscription_id": _STR, "plan": _STR, "mrr_minor": (int,),
+                            "currency": _STR},
+}
+"""Required fields and their JSON types, per page view / signup schema or billing kind."""
+
+
+def validate(kind: TopicKind, payload: Mapping[str, Any]) -> None:
+    """Raise `InvalidEvent` unless the payload has its topic's schema, its required fields with
+    their types, a non-empty event id, positive amounts, a non-negative MRR and an ISO-shaped
+    currency. Stateful checks (duplicates, unknown refunded payment) stay with the pipeline."""
+    if kind_of_payload(payload) != kind:
+        raise InvalidEvent(f"schema {payload['schema']!r} does not belong on {kind}")
+    rule = payload["schema"] if kind != "billing" else payload.get("kind")
+    required = _REQUIRED.get(rule) if isinstance(rule, str) else None
+    if required is None:
+        raise InvalidEvent(f"unknown billing kind {rule!r}")
+    for name, types in required.items():
+        value = payload.get(name)
+        if type(value) not in types:
+            raise InvalidEvent(f"{name} must be {'/'.join(t.__name__ for t in types)}")
+    if not payload["event_id"]:
+        raise InvalidEvent("event_id is empty")
+    if payload.get("amount_minor", 1) <= 0:
+        raise InvalidEvent("amount_minor must be positive")
+    if payload.get("mrr_minor", 0) < 0:
+        raise InvalidEvent("mrr_minor must not be negative")
+    currency = payload.get("currency", "USD")
+    if not (len(currency) == 3 and currency.isascii() and currency.isupper()):
+        raise InvalidEvent(f"currency {currency!r} is not an ISO 4217 code")
+
+
+# --------------------------------------------------------------------------------- client
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Personify:
+    """A producer of input events. Thread-safe like the confluent-kafka producer it wraps.
+
+    Delivery: with `on_delivery`, every message's `DeliveryReport` goes to the callback (from
+    `poll`/`flush`); without it, failures are kept and `flush` raises `DeliveryFailed`.
+    Messages still queued at interpreter exit are flushed (atexit) unless `close` ran.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topics: Topics | None = None,
+        on_delivery: Callable[[DeliveryReport], None] | None = None,
+        producer_config: Mapping[str, Any] | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+        new_event_id: Callable[[], str] = _new_event_id,
+    ) -> None:
+        self.topics = topics or Topics()
+        self.delivered = 0
+        self.failed = 0
+        self._failures: list[DeliveryReport] = []
+        self._on_delivery = on_delivery
+        self._clock_ms = clock_ms
+        self._new_event_id = new_event_id
+        config = {**PRODUCER_DEFAULTS, **(producer_config or {})}
+        self._producer = Producer({**config, "bootstrap.servers": bootstrap_servers})
+        atexit.register(self._flush_at_exit)
+
+    # -- the contract's events; each returns the event_id it sent
+
+    def page_view(
+        self,
+        anonymous_id: str,
+        url: str,
+        *,
+        referrer: str | None = None,
+        user_id: str | None = None,
+        campaign: Mapping[str, str | None] | None = None,
+        event_id: str | None = None,
+        ts: int | str | None = None,
+    ) -> str:
+        return self._send_built(page_view_payload(
+            event_id=event_id or self._new_event_id(), ts=self._ts(ts),
+            anonymous_id=anonymous_id, url=url, referrer=referrer, user_id=user_id,
+            campaign=campaign))
+
+    def signup(
+        self,
+        anonymous_id: str,
+        user_id: str,
+        *,
+        traits: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
+        ts: int | str | None = None,
+    ) -> str:
+        return self._send_built(signup_payload(
+            event_id=event_id or self._new_event_id(), ts=self._ts(ts),
+            anonymous_id=anonymous_id, user_id=user_id, traits=traits))
+
+    def payment(
+        self,
+        user_id: str,
+        amount_minor: int,
+        currency: str,
+        *,
+        event_id: str | None = None,
+        ts: int | str | None = None,
+    ) -> str:
+        return self._send_built(payment_payload(
+            event_id=event_id or self._new_event_id(), ts=self._ts(ts), user_id=user_id,
+            amount_minor=amount_minor, currency=currency))
+
+    def refund(
+        self,
+        user_id: str,
+        amount_minor: int,
+        currency: str,
+        refund_of: str,
+        *,
+        event_id: str | None = None,
+        ts: int | str | None = None,
+    ) -> str:
+        return self._send_built(refund_payload(
+            event_id=event_id or self._new_event_id(), ts=self._ts(ts), user_id=user_id,
+            amount_minor=amount_minor, currency=currency, refund_of=refund_of))
+
+    def subscription_change(
+        self,
+        user_id: str,
+        subscription_id: str,
+        plan: str,
+        mrr_minor: int,
+        currency: str,
+        *,
+        event_id: str | None = None,
+        ts: int | str | None = None,
+    ) -> str:
+        return self._send_built(subscription_change_payload(
+            event_id=event_id or self._new_event_id(), ts=self._ts(ts), user_id=user_id,
+            subscription_id=subscription_id, plan=plan, mrr_minor=mrr_minor, currency=currency))
+
+    # -- lower level, for tools
+
+    def send_event(self, payload: Mapping[str, Any]) -> None:
+        """Validate a complete contract payload and produce it to its topic under its key."""
+        kind = kind_of_payload(payload)
+        validate(kind, payload)
+        self.send_raw(getattr(self.topics, kind), key_of(kind, payload), orjson.dumps(payload))
+
+    def send_raw(self, topic: str, key: str | None, value: bytes) -> None:
+        """Produce bytes as they are (no validation): for replays and deliberately bad events."""
+        encoded_key = None if key is None else key.encode()
+        while True:
+            try:
+                self._producer.produce(topic, value, encoded_key, on_delivery=self._delivered)
+                break
+            except BufferError:
+                self._producer.poll(0.05)  # the local queue is full: let deliveries drain it
+        self._producer.poll(0)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery reports; returns how many were served."""
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every queued message; returns how many are still queued after `timeout`.
+
+        Raises `DeliveryFailed` (once per batch of failures) when there is no callback."""
+        remaining = self._producer.flush(timeout)
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryFailed(failures)
+        return remaining
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush and stop flushing at exit."""
+        atexit.unregister(self._flush_at_exit)
+        self.flush(timeout)
+
+    def __enter__(self) -> Personify:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        self.close()
+
+    def _send_built(self, payload: dict[str, Any]) -> str:
+        self.send_event(payload)
+        return payload["event_id"]
+
+    def _ts(self, ts: int | str | None) -> int | str:
+        return self._clock_ms() if ts is None else ts
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        key = message.key()
+        report = DeliveryReport(
+            topic=message.topic(),
+            key=None if key is None else key.decode(errors="replace"),
+            partition=message.partition(),
+            offset=message.offset(),
+            error=None if error is None else error.str(),
+        )
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+        if self._on_delivery is not None:
+            self._on_delivery(report)
+        elif error is not None:
+            self._failures.append(report)
+
+    def _flush_at_exit(self) -> None:
+        self._producer.flush(10.0)

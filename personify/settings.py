@@ -1,0 +1,98 @@
+"""Settings, parsed once from the environment into an immutable object.
+
+Every knob is an environment variable named `PERSONIFY_<FIELD>`; nothing reads the environment
+anywhere else, so tests build `Settings(...)` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Kafka topic names (DESIGN.md §2, §7); inputs and outputs are the public contract."""
+
+    page_views: str = "page-views-v1"
+    signups: str = "signups-v1"
+    billing: str = "billing-v1"
+    credits: str = "attribution-credits-v1"
+    profiles: str = "profiles-v1"
+    dead_letters: str = "dead-letters-v1"
+    device_events: str = "personify-device-events-v1"
+    person_events: str = "personify-person-events-v1"
+
+    def inputs(self) -> tuple[str, str, str]:
+        return (self.page_views, self.signups, self.billing)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    """Bootstrap servers of the broker (host:port, comma separated)."""
+    kafka_controller_port: int = 19093
+    """KRaft controller port of the local broker started by `personify stack`."""
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    """Redis holding the serving views."""
+    prometheus_port: int = 19090
+    """Port of the local Prometheus started by `personify stack`."""
+    partitions: int = 4
+    """Partition count of every topic the project creates (inputs, internal, outputs)."""
+    web_host: str = "127.0.0.1"
+    """Interface the worker's HTTP server binds to (loopback unless told otherwise)."""
+    web_port: int = 16066
+    """Port of the worker's HTTP server (/metrics, /health, the query API)."""
+    api_token: str = ""
+    """When set, every HTTP route except /health requires `Authorization: Bearer <token>`."""
+    store: str = "rocksdb://"
+    """Faust table store: `rocksdb://` (durable local state) or `memory://`."""
+    app_id: str = "personify"
+    """Faust application id: the consumer group and the prefix of changelog topics."""
+    data_dir: Path = PROJECT_ROOT / ".personify" / "worker"
+    """Where the worker keeps its local table state."""
+    cache_dir: Path = PROJECT_ROOT / ".personify"
+    """Project cache: Kafka jars, server data, logs and pid files of the local stack."""
+    config_file: str = ""
+    """Optional TOML file with the pipeline's rules (channels, identity, attribution, segments);
+    see config/personify.example.toml. Empty means the DESIGN.md defaults."""
+    kafka_version: str = "4.1.1"
+    """Apache Kafka release resolved through Maven for the local broker."""
+    topics: Topics = field(default_factory=Topics)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read `PERSONIFY_*` variables once; unknown values fail loudly with the variable name."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name == "topics":
+                continue
+            raw = env.get(f"PERSONIFY_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = getattr(cls(), f.name)
+            try:
+                values[f.name] = type(default)(raw)
+            except ValueError as exc:
+                raise ValueError(
+                    f"PERSONIFY_{f.name.upper()}={raw!r} is not a valid {type(default).__name__}"
+                ) from exc
+        topic_values = {
+            t.name: env[f"PERSONIFY_TOPIC_{t.name.upper()}"]
+            for t in fields(Topics)
+            if f"PERSONIFY_TOPIC_{t.name.upper()}" in env
+        }
+        return cls(**values, topics=replace(Topics(), **topic_values))
+
+    def to_env(self) -> dict[str, str]:
+        """The `PERSONIFY_*` variables that reproduce these settings in a child process."""
+        env = {f"PERSONIFY_{f.name.upper()}": str(getattr(self, f.name))
+               for f in fields(self) if f.name != "topics"}
+        env.update({f"PERSONIFY_TOPIC_{t.name.upper()}": getattr(self.topics, t.name)
+                    for t in fields(Topics)})
+        return env

@@ -1,0 +1,122 @@
+"""`personify stack up | down | status | logs`: the local servers as one unit."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from personify.settings import Settings
+from personify.stack.kafka import KafkaBroker
+from personify.stack.processes import Managed, StackError, log_tail, port_open, wait_until
+from personify.stack.prometheus import PrometheusServer
+from personify.stack.redis import RedisServer
+from personify.stack.topics import ensure_topics
+
+SERVICE_NAMES = ("kafka", "redis", "prometheus")
+
+
+def servers(settings: Settings) -> dict[str, KafkaBroker | RedisServer | PrometheusServer]:
+    return {"kafka": KafkaBroker(settings), "redis": RedisServer(settings),
+            "prometheus": PrometheusServer(settings)}
+
+
+def worker_process(settings: Settings) -> Managed:
+    root = settings.cache_dir
+    return Managed("worker", root / "run", root / "logs", marker="personify worker")
+
+
+def up(settings: Settings, names: tuple[str, ...] = SERVICE_NAMES, started_file: Path | None = None,
+       progress=print) -> list[str]:
+    """Start what is not running yet; returns the names this call started."""
+    started = []
+    for name, server in servers(settings).items():
+        if name not in names:
+            continue
+        t0 = time.monotonic()
+        state = server.start(progress)
+        progress(f"{server.describe():<45} {state} ({time.monotonic() - t0:.1f} s)")
+        if state == "started":
+            started.append(name)
+    if "kafka" in names:
+        created = ensure_topics(settings)
+        if created:
+            progress(f"created topics ({settings.partitions} partitions): {', '.join(created)}")
+    if started_file is not None:
+        started_file.write_text(" ".join(started))
+    return started
+
+
+def down(settings: Settings, names: tuple[str, ...] = ("worker", *SERVICE_NAMES),
+         progress=print) -> None:
+    """Stop only processes the project started (found by their pid files)."""
+    managed = {"worker": worker_process(settings)}
+    managed.update({name: server.process for name, server in servers(settings).items()})
+    for name in names:
+        stopped = managed[name].stop()
+        progress(f"{name:<11} {'stopped' if stopped else 'was not running (nothing to stop)'}")
+
+
+def status(settings: Settings) -> int:
+    """Plain words per service; exit code 0 only when all servers are up."""
+    all_up = True
+    for name, server in servers(settings).items():
+        ours = server.process.pid() is not None
+        if ours and server.ready():
+            line = f"up      {server.describe()} (pid {server.process.pid()}, started by personify)"
+        elif ours:
+            line = f"STARTING {server.describe()} (process running, not answering yet)"
+            all_up = False
+        elif port_open(server.host, server.port):
+            line = (f"FOREIGN {server.describe()}: the port answers but personify did not start "
+                    "that process")
+            all_up = False
+        else:
+            line = f"down    {server.describe()}: run `personify stack up`"
+            all_up = False
+        print(f"{name:<11} {line}")
+    worker = worker_process(settings)
+    if worker.pid() is not None:
+        print(f"{'worker':<11} up      http://{settings.web_host}:{settings.web_port}"
+              f" (pid {worker.pid()})")
+    else:
+        print(f"{'worker':<11} down    start it with `personify worker` or `make demo`")
+    return 0 if all_up else 1
+
+
+def logs(settings: Settings, name: str, lines: int) -> None:
+    managed = worker_process(settings) if name == "worker" else servers(settings)[name].process
+    print(log_tail(managed.log_file, lines))
+
+
+def start_worker(settings: Settings, progress=print) -> str:
+    """Run `personify worker` in the background and wait until its web server answers /health."""
+    worker = worker_process(settings)
+    health = f"http://{settings.web_host}:{settings.web_port}/health"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(health, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    if worker.pid() is not None:
+        wait_until(healthy, timeout_s=60, what="the worker", log=worker.log_file)
+        return "already running"
+    if port_open(settings.web_host, settings.web_port):
+        raise StackError(f"port {settings.web_port} is taken by another process; choose another "
+                         "with PERSONIFY_WEB_PORT.")
+    executable = shutil.which("personify") or sys.argv[0]
+    worker.start([executable, "worker"])
+    wait_until(healthy, timeout_s=120, what="the worker", log=worker.log_file)
+    return "started"
+
+
+def wipe(settings: Settings) -> None:
+    """Delete broker data and worker state together (stale state would not match the topics)."""
+    if any(server.process.pid() for server in servers(settings).values()):
+        raise StackError("stop the stack first: `personify stack down`")
+    KafkaBroker(settings).wipe()

@@ -1,0 +1,110 @@
+"""Internal records between the worker's stages, as JSON-able dicts (not a public contract).
+
+Each record names its kind in `k`; billing and device records carry the source coordinates
+and original text of the input event, so a later stage can still dead-letter it faithfully.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from processors.identity import Link, SignupSeen, StitchedTouch, touch_from_dict, touch_to_dict
+from schemas.events import (
+    Campaign,
+    Event,
+    PageView,
+    Payment,
+    Refund,
+    Signup,
+    SubscriptionChange,
+    Traits,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an input event was read: enough to find it again and to dead-letter it."""
+
+    topic: str
+    partition: int
+    offset: int
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sourced:
+    """A validated input event with its source."""
+
+    event: Event
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseHeld:
+    """Stop waiting for the person's signup (sent by the worker's hold timer)."""
+
+    person_id: str
+
+
+PersonMessage = StitchedTouch | Link | SignupSeen | Sourced | ReleaseHeld
+
+_EVENT_TYPES: dict[str, type] = {
+    "page_view": PageView,
+    "signup": Signup,
+    "payment": Payment,
+    "refund": Refund,
+    "subscription_change": SubscriptionChange,
+}
+_KIND_OF = {cls: kind for kind, cls in _EVENT_TYPES.items()}
+
+
+def _flat(record: Any) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    data = _flat(event)
+    if isinstance(event, PageView) and event.campaign is not None:
+        data["campaign"] = _flat(event.campaign)
+    if isinstance(event, Signup):
+        data["traits"] = _flat(event.traits)
+    data["kind"] = _KIND_OF[type(event)]
+    return data
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    values = dict(data)
+    cls = _EVENT_TYPES[values.pop("kind")]
+    if cls is PageView and values.get("campaign") is not None:
+        values["campaign"] = Campaign(**values["campaign"])
+    if cls is Signup:
+        values["traits"] = Traits(**values["traits"])
+    return cls(**values)
+
+
+def encode(message: PersonMessage | Sourced) -> dict[str, Any]:
+    if isinstance(message, Sourced):
+        return {"k": "event", "e": event_to_dict(message.event), "src": _flat(message.source)}
+    if isinstance(message, StitchedTouch):
+        return {"k": "touch", "p": message.person_id, "t": touch_to_dict(message.touch),
+                "li": message.logged_in}
+    if isinstance(message, Link):
+        return {"k": "link", **_flat(message)}
+    if isinstance(message, SignupSeen):
+        return {"k": "signup", **_flat(message), "traits": _flat(message.traits)}
+    return {"k": "release", "person_id": message.person_id}
+
+
+def decode(data: dict[str, Any]) -> PersonMessage:
+    kind = data["k"]
+    if kind == "event":
+        return Sourced(event_from_dict(data["e"]), Source(**data["src"]))
+    if kind == "touch":
+        return StitchedTouch(data["p"], touch_from_dict(data["t"]), data["li"])
+    values = {key: value for key, value in data.items() if key != "k"}
+    if kind == "link":
+        return Link(**values)
+    if kind == "signup":
+        return SignupSeen(**{**values, "traits": Traits(**values["traits"])})
+    return ReleaseHeld(**values)

@@ -1,0 +1,276 @@
+"""The person step: identity, journey, held revenue and credits of one person (stage B).
+
+`step_person(state, message, config=..., now_ms=...) -> (state, outputs)` folds one message of
+the person-keyed stream into the person's state and returns decisions for the shell.
+
+Race policy (DESIGN.md §9): billing and touchpoints travel different paths, so in a replay a
+payment can arrive before the touches stitched by its person's signup. A person's billing waits
+(in order) until their first signup has been seen — the signup's device releases its pending
+touches ahead of the signup record on the same ordered stream — or until `revenue_hold_ms` of
+wall-clock time has passed (`ReleaseHeld`). Touches that still arrive after a conversion they
+predate are counted as late and never change frozen weights: no credit is lost or doubled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from processors.config import PipelineConfig
+from processors.identity import (
+    Link,
+    LinkRefused,
+    PersonIdentity,
+    SignupSeen,
+    StitchedTouch,
+    accept_link,
+    accept_touch,
+    apply_signup,
+    touch_from_dict,
+    touch_to_dict,
+)
+from processors.messages import ReleaseHeld, Source, Sourced, event_from_dict, event_to_dict
+from processors.revenue import (
+    Credit,
+    Duplicate,
+    MrrMovement,
+    Rejection,
+    RevenueState,
+    apply_billing,
+)
+from processors.segments import segment_of
+from processors.touch import Touch
+
+STATE_VERSION = 1
+MAX_TOUCHES = 500
+"""Touchpoints kept per person (the newest); a journey longer than this is truncated."""
+MAX_HELD = 1000
+"""Billing events a person may hold while waiting for the signup; beyond it they go at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A billing event waiting for the person's signup, with the wall-clock time it started."""
+
+    message: Sourced
+    since_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PersonState:
+    identity: PersonIdentity
+    touches: tuple[Touch, ...] = ()
+    """Accepted touchpoints in time order (the newest MAX_TOUCHES)."""
+    revenue: RevenueState = field(default_factory=RevenueState)
+    held: tuple[Held, ...] = ()
+    touchpoint_count: int = 0
+    signup_count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "identity": self.identity.to_dict(),
+            "touches": [touch_to_dict(t) for t in self.touches],
+            "revenue": self.revenue.to_dict(),
+            "held": [{"e": event_to_dict(h.message.event), "src": _source_dict(h.message.source),
+                      "since": h.since_ms} for h in self.held],
+            "touchpoints": self.touchpoint_count,
+            "signups": self.signup_count,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PersonState:
+        if data.get("v") != STATE_VERSION:
+            raise ValueError(f"PersonState version {data.get('v')!r} is not {STATE_VERSION}")
+        return cls(
+            identity=PersonIdentity.from_dict(data["identity"]),
+            touches=tuple(touch_from_dict(t) for t in data["touches"]),
+            revenue=RevenueState.from_dict(data["revenue"]),
+            held=tuple(Held(Sourced(event_from_dict(h["e"]), Source(**h["src"])), h["since"])
+                       for h in data["held"]),
+            touchpoint_count=data["touchpoints"],
+            signup_count=data["signups"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input event refused by this stage (duplicate, invalid refund)."""
+
+    reason: str
+    message: str
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """An input event accepted by this stage (for `consumed = processed + dead-lettered`)."""
+
+    source_topic: str
+    event_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class LateTouch:
+    """A touch that predates the conversion but arrived after it: not credited."""
+
+    touch: Touch
+
+
+@dataclass(frozen=True, slots=True)
+class HoldStarted:
+    person_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldEnded:
+    person_id: str
+    cause: str
+    """`signup` or `timeout`."""
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileChanged:
+    record: dict[str, Any]
+
+
+PersonOutput = (Credit | MrrMovement | DeadLetter | Processed | LinkRefused | LateTouch
+                | HoldStarted | HoldEnded | ProfileChanged)
+
+
+def step_person(
+    state: PersonState | None,
+    message: StitchedTouch | Link | SignupSeen | Sourced | ReleaseHeld,
+    *,
+    person_id: str,
+    config: PipelineConfig,
+    now_ms: int,
+) -> tuple[PersonState, list[PersonOutput]]:
+    current = state or PersonState(identity=PersonIdentity.new(person_id))
+    outputs: list[PersonOutput] = []
+    if isinstance(message, StitchedTouch):
+        current = _on_touch(current, message, outputs, config)
+    elif isinstance(message, Link):
+        identity, _, refusal = accept_link(current.identity, message, config.identity)
+        current = replace(current, identity=identity)
+        if refusal is not None:
+            outputs.append(refusal)
+    elif isinstance(message, SignupSeen):
+        current = replace(current, identity=apply_signup(current.identity, message),
+                          signup_count=current.signup_count + 1)
+        current = _release(current, "signup", outputs, config)
+    elif isinstance(message, ReleaseHeld):
+        current = _release(current, "timeout", outputs, config)
+    elif _must_wait(current):
+        if not current.held:
+            outputs.append(HoldStarted(person_id))
+        current = replace(current, held=(*current.held, Held(message, now_ms)))
+    else:
+        current = _bill(current, message, outputs, config)
+    if any(isinstance(o, (Credit, MrrMovement, Processed)) for o in outputs) or isinstance(
+            message, (SignupSeen, Link)):
+        outputs.append(ProfileChanged(profile_record(current, config)))
+    return current, outputs
+
+
+def hold_expired(state: PersonState, now_ms: int, config: PipelineConfig) -> bool:
+    """True when the oldest held event has waited `revenue_hold_ms` (the timer's question)."""
+    return bool(state.held) and now_ms - state.held[0].since_ms >= config.revenue_hold_ms
+
+
+def _must_wait(state: PersonState) -> bool:
+    if state.held:
+        return len(state.held) < MAX_HELD
+    return state.revenue.conversion_ts is None and state.identity.first_signup_ts is None
+
+
+def _on_touch(state: PersonState, stitched: StitchedTouch, outputs: list[PersonOutput],
+              config: PipelineConfig) -> PersonState:
+    identity, accepted = accept_touch(state.identity, stitched, config.identity)
+    touch = stitched.touch
+    if not accepted:
+        outputs.append(LinkRefused("person_anonymous_id_cap", touch.anonymous_id,
+                                   stitched.person_id, touch.ts, touch.event_id))
+        return replace(state, identity=identity)
+    if any(t.event_id == touch.event_id for t in state.touches):
+        return replace(state, identity=identity)
+    conversion = state.revenue.conversion_ts
+    if conversion is not None and touch.ts <= conversion:
+        outputs.append(LateTouch(touch))
+    touches = _insert_in_time_order(state.touches, touch)[-MAX_TOUCHES:]
+    return replace(state, identity=identity, touches=touches,
+                   touchpoint_count=state.touchpoint_count + 1)
+
+
+def _insert_in_time_order(touches: tuple[Touch, ...], touch: Touch) -> tuple[Touch, ...]:
+    position = len(touches)
+    while position and (touches[position - 1].ts, touches[position - 1].event_id) > (
+            touch.ts, touch.event_id):
+        position -= 1
+    return (*touches[:position], touch, *touches[position:])
+
+
+def _release(state: PersonState, cause: str, outputs: list[PersonOutput],
+             config: PipelineConfig) -> PersonState:
+    if not state.held:
+        return state
+    held = state.held
+    state = replace(state, held=())
+    outputs.append(HoldEnded(state.identity.person_id, cause, len(held)))
+    for item in held:
+        state = _bill(state, item.message, outputs, config)
+    return state
+
+
+def _bill(state: PersonState, message: Sourced, outputs: list[PersonOutput],
+          config: PipelineConfig) -> PersonState:
+    event = message.event
+    revenue, results = apply_billing(
+        state.revenue, event, person_id=state.identity.person_id, touches=state.touches,
+        signup_ts=state.identity.first_signup_ts,
+        segment=segment_of(state.identity.traits, config.segments), config=config.attribution)
+    for result in results:
+        if isinstance(result, Duplicate):
+            outputs.append(DeadLetter("duplicate_event_id",
+                                      f"event_id {event.event_id!r} was already processed",
+                                      message.source))
+        elif isinstance(result, Rejection):
+            outputs.append(DeadLetter(result.reason, result.message, message.source))
+        else:
+            outputs.append(result)
+    if revenue is not state.revenue:
+        outputs.append(Processed(message.source.topic, event.ts))
+    return replace(state, revenue=revenue)
+
+
+def profile_record(state: PersonState, config: PipelineConfig) -> dict[str, Any]:
+    """The `profile/1` record of DESIGN.md §7 (published compacted, keyed by person_id)."""
+    identity, revenue = state.identity, state.revenue
+    traits = identity.traits
+    return {
+        "schema": "profile/1",
+        "person_id": identity.person_id,
+        "anonymous_ids": list(identity.anonymous_ids),
+        "acquisition_channel": revenue.acquisition_channel,
+        "acquisition_campaign": revenue.acquisition_campaign,
+        "segment": segment_of(traits, config.segments),
+        "traits": {f.name: getattr(traits, f.name) for f in fields(traits)},
+        "lifetime_revenue_minor": revenue.lifetime_revenue_reporting_minor,
+        "mrr_minor": revenue.mrr_reporting_minor,
+        "reporting_currency": config.attribution.reporting_currency,
+        "first_touch_ts": state.touches[0].ts if state.touches else None,
+        "conversion_ts": revenue.conversion_ts,
+        "counts": {
+            "touchpoints": state.touchpoint_count,
+            "signups": state.signup_count,
+            "payments": revenue.payment_count,
+            "refunds": revenue.refund_count,
+            "subscription_changes": len(revenue.subscription_change_ids),
+        },
+    }
+
+
+def _source_dict(source: Source) -> dict[str, Any]:
+    return {"topic": source.topic, "partition": source.partition, "offset": source.offset,
+            "raw": source.raw}

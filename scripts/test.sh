@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: install, start the local stack if needed, run every test, stop what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/venv.sh
+started=$(mktemp)
+stop_started() {
+  if [ -s "$started" ]; then
+    echo "==> stopping what the tests started: $(cat "$started")"
+    .venv/bin/personify stack down --only "$(tr ' ' ',' < "$started")" || true
+  fi
+  rm -f "$started"
+}
+trap stop_started EXIT
+echo "==> starting the local stack (Kafka, Redis, Prometheus) unless it is running"
+.venv/bin/personify stack up --started-file "$started"
+echo "==> unit and integration tests"
+.venv/bin/python -m pytest tests -p no:cacheprovider "$@"

@@ -1,0 +1,51 @@
+"""`create_app(settings)`: the Faust application with its topics, tables, agents and web views."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from personify.settings import Settings
+from streams.context import Pipeline
+
+
+def create_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap.replace(',', ';')}",
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=2000,
+        stream_buffer_maxsize=8192,
+        producer_linger=0.005,
+        producer_max_batch_size=262144,
+        table_standby_replicas=0,
+        stream_wait_empty=False,
+    )
+    pipeline = Pipeline.build(app, settings)
+    from streams import agents, web
+
+    agents.register(app, pipeline)
+    web.register(app, pipeline)
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> int:
+    """Run the worker in this process until SIGTERM/SIGINT (the exit code of Faust's worker)."""
+    from personify.stack.topics import ensure_topics
+
+    ensure_topics(settings)
+    app = create_app(settings)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,30 @@
+"""Everything an agent needs, built once per app: settings, topics, tables, metrics, rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from personify.settings import Settings
+from processors.config import PipelineConfig
+from streams.metrics import Metrics, create_metrics
+from streams.tables import TableRegistry, declare_tables
+from streams.topics import TopicRegistry, declare_topics
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    settings: Settings
+    config: PipelineConfig
+    topics: TopicRegistry
+    tables: TableRegistry
+    metrics: Metrics
+
+    @classmethod
+    def build(cls, app: faust.App, settings: Settings) -> Pipeline:
+        from streams.config_files import load_pipeline_config
+
+        return cls(settings=settings, config=load_pipeline_config(settings),
+                   topics=declare_topics(app, settings), tables=declare_tables(app, settings),
+                   metrics=create_metrics())

@@ -1,0 +1,77 @@
+"""Prometheus metrics of one worker process; label values come only from closed sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    events_consumed: Counter
+    events_processed: Counter
+    dead_letters: Counter
+    link_refusals: Counter
+    touches_dropped: Counter
+    touches_stitched: Counter
+    credits_emitted: Counter
+    revenue_held: Counter
+    revenue_released: Counter
+    late_touches: Counter
+    mrr_movements: Counter
+    processing_latency: Histogram
+    table_keys: Gauge
+
+
+def create_metrics() -> Metrics:
+    registry = CollectorRegistry()
+    return Metrics(
+        registry=registry,
+        events_consumed=Counter(
+            "personify_events_consumed_total", "Input events read, by topic.",
+            ["topic"], registry=registry),
+        events_processed=Counter(
+            "personify_events_processed_total",
+            "Input events fully processed (not dead-lettered), by topic.", ["topic"],
+            registry=registry),
+        dead_letters=Counter(
+            "personify_dead_letters_total", "Events sent to the dead-letter topic, by source "
+            "topic and reason code.", ["topic", "reason"], registry=registry),
+        link_refusals=Counter(
+            "personify_identity_link_refusals_total",
+            "Identity links refused, by reason.", ["reason"], registry=registry),
+        touches_dropped=Counter(
+            "personify_touches_dropped_total",
+            "Touchpoints stitched to nobody, by reason.", ["reason"], registry=registry),
+        touches_stitched=Counter(
+            "personify_touches_stitched_total", "Touchpoints assigned to a person.",
+            registry=registry),
+        credits_emitted=Counter(
+            "personify_credits_emitted_total", "Credit records produced, by model and kind.",
+            ["model", "kind"], registry=registry),
+        revenue_held=Counter(
+            "personify_revenue_events_held_total",
+            "Revenue events that arrived before the person's signup and waited for it.",
+            registry=registry),
+        revenue_released=Counter(
+            "personify_revenue_events_released_total",
+            "Held revenue events released, by cause (signup, timeout).", ["cause"],
+            registry=registry),
+        late_touches=Counter(
+            "personify_late_touches_total",
+            "Touches that reached a person after the conversion they predate (not credited).",
+            registry=registry),
+        mrr_movements=Counter(
+            "personify_mrr_movements_total", "MRR movements, by kind.", ["kind"],
+            registry=registry),
+        processing_latency=Histogram(
+            "personify_processing_latency_seconds",
+            "Event time to processed, for revenue events.", ["topic"], registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600,
+                     86400, float("inf"))),
+        table_keys=Gauge(
+            "personify_table_keys", "Keys held in this worker's active partitions, by table.",
+            ["table"], registry=registry),
+    )

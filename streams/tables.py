@@ -1,0 +1,35 @@
+"""The worker's state: one table per key space, changelogged, values are versioned JSON records.
+
+Each table is updated only from the stream keyed like it (devices from device events, persons
+from person events), so a changelog record lands in the partition its key hashes to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from personify.settings import Settings
+
+
+@dataclass(frozen=True)
+class TableRegistry:
+    devices: faust.Table
+    """anonymous_id → DeviceState: links, pending touches, last view, recent event ids."""
+    persons: faust.Table
+    """user_id → PersonState: identity, journey, conversion weights, payments, MRR."""
+    held_revenue: faust.Table
+    """user_id → wall-clock ms when revenue first waited for the person's signup."""
+
+
+def declare_tables(app: faust.App, settings: Settings) -> TableRegistry:
+    def table(name: str, help_text: str) -> faust.Table:
+        return app.Table(name, key_type=bytes, value_type=bytes, partitions=settings.partitions,
+                         help=help_text)
+
+    return TableRegistry(
+        devices=table("devices", "device identity and visit state"),
+        persons=table("persons", "person identity, journey and revenue state"),
+        held_revenue=table("held-revenue", "persons whose revenue waits for their signup"),
+    )

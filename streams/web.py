@@ -1,0 +1,44 @@
+"""HTTP views on the worker: /health, /ready, /metrics (JSON errors, optional bearer token)."""
+
+from __future__ import annotations
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.context import Pipeline
+
+
+def register(app: faust.App, pipeline: Pipeline) -> None:
+    token = pipeline.settings.api_token
+
+    def unauthorized(view: View, request: Request) -> Response | None:
+        if token and request.headers.get("Authorization") != f"Bearer {token}":
+            return view.json({"error": "unauthorized",
+                              "message": "send Authorization: Bearer <PERSONIFY_API_TOKEN>"},
+                             status=401)
+        return None
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            if (denied := unauthorized(self, request)) is not None:
+                return denied
+            assigned = len(app.assignor.assigned_actives())
+            recovering = not app.tables.recovery.completed.is_set()
+            ready = app.rebalancing is False and not recovering
+            return self.json({"ready": ready, "assigned_partitions": assigned,
+                              "recovering": recovering}, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            if (denied := unauthorized(self, request)) is not None:
+                return denied
+            body = generate_latest(pipeline.metrics.registry)
+            return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -1,0 +1,51 @@
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE = sorted(p for pkg in ("processors", "schemas") for p in (ROOT / pkg).rglob("*.py"))
+FORBIDDEN_MODULES = {"faust", "mode", "aiokafka", "confluent_kafka", "kafka", "redis",
+                     "prometheus_client", "os", "time", "streams", "personify"}
+FORBIDDEN_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"),
+                   ("date", "today"), ("uuid", "uuid4"), ("uuid", "uuid1")}
+GLOBAL_RANDOM = {"random", "randint", "choice", "choices", "shuffle", "uniform", "gauss", "sample",
+                 "seed", "randrange", "expovariate", "lognormvariate", "paretovariate"}
+
+
+def _violations(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+            if node.module == "random":
+                found += [f"random.{a.name}" for a in node.names if a.name in GLOBAL_RANDOM]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if (node.value.id, node.attr) in FORBIDDEN_CALLS:
+                found.append(f"{node.value.id}.{node.attr}")
+            if node.value.id == "random" and node.attr in GLOBAL_RANDOM:
+                found.append(f"random.{node.attr}")
+            continue
+        else:
+            continue
+        found += [n for n in names if n.split(".")[0] in FORBIDDEN_MODULES]
+    return found
+
+
+def test_the_core_has_modules_to_check():
+    assert len(CORE) >= 3
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_core_imports_no_broker_store_metrics_environment_clock_or_global_random(path):
+    assert _violations(path) == []
+
+
+def test_the_check_catches_a_broker_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import faust\nfrom redis import Redis\nimport random\nrandom.random()\n"
+                   "from datetime import datetime\ndatetime.now()\n")
+    assert _violations(bad) == ["faust", "redis", "random.random", "datetime.now"]

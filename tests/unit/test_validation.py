@@ -1,0 +1,398 @@
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.dead_letters import MAX_ORIGINAL_BYTES, dead_letter_record
+from processors.validation import (
+    DAY_MS,
+    REASONS,
+    Reason,
+    Rejection,
+    ValidationConfig,
+    decode,
+    epoch_ms,
+)
+from schemas.contract import SCHEMA_DIR, SchemaError, load_schema, validator
+from schemas.events import Campaign, PageView, Payment, Refund, Signup, SubscriptionChange, Traits
+
+NOW_MS = 1_743_465_600_000  # 2025-04-01T00:00:00Z
+CONFIG = ValidationConfig(
+    known_currencies=frozenset({"USD", "EUR", "JPY"}), junk_block_list=frozenset({"test-user"})
+)
+
+
+def golden(name: str, **changes: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((SCHEMA_DIR / "examples" / f"{name}.json").read_text())
+    payload.update(changes)
+    return payload
+
+
+def without(payload: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k not in names}
+
+
+def decode_payload(payload: Any, topic_kind: str, config: ValidationConfig = CONFIG) -> Any:
+    return decode(orjson.dumps(payload), topic_kind, now_ms=NOW_MS, config=config)
+
+
+PAYMENT = golden("billing.v1.payment")
+PAGE_VIEW = golden("page_view.v1.anonymous")
+SIGNUP = golden("signup.v1.with_traits")
+
+DECODE_REASON_CASES = [
+    # (reason, topic kind, raw bytes, words the message must contain)
+    (
+        "oversized_payload",
+        "page_view",
+        orjson.dumps(PAGE_VIEW | {"url": "https://example.com/" + "a" * 70_000}),
+        ["65536"],
+    ),
+    ("not_json", "page_view", b'{"schema": "page_view/1",', ["JSON"]),
+    ("not_json", "billing", b'{"user_id": "\xff\xfe"}', ["UTF-8"]),
+    ("not_an_object", "signup", b'[{"schema": "signup/1"}]', ["array", "object"]),
+    ("unknown_schema", "page_view", orjson.dumps(SIGNUP), ["signup/1", "page_view/1"]),
+    (
+        "unknown_schema",
+        "page_view",
+        orjson.dumps(PAGE_VIEW | {"schema": "page_view/2"}),
+        ["page_view/2"],
+    ),
+    ("missing_field", "page_view", orjson.dumps(without(PAGE_VIEW, "schema")), ["'schema'"]),
+    (
+        "missing_field",
+        "billing",
+        orjson.dumps(without(golden("billing.v1.refund"), "refund_of")),
+        ["'refund_of'"],
+    ),
+    (
+        "wrong_type",
+        "billing",
+        orjson.dumps(PAYMENT | {"amount_minor": "4900"}),
+        ["amount_minor", "an integer", "string"],
+    ),
+    (
+        "wrong_type",
+        "signup",
+        orjson.dumps(SIGNUP | {"traits": {"company_size": "250"}}),
+        ["traits.company_size"],
+    ),
+    ("wrong_type", "page_view", orjson.dumps(PAGE_VIEW | {"ts": 1743465600000.5}), ["'ts'"]),
+    (
+        "invalid_value",
+        "billing",
+        orjson.dumps(PAYMENT | {"currency": "usd"}),
+        ["currency", "ISO 4217"],
+    ),
+    (
+        "invalid_value",
+        "billing",
+        orjson.dumps(PAYMENT | {"kind": "chargeback"}),
+        ["payment, refund, subscription_change"],
+    ),
+    (
+        "invalid_value",
+        "page_view",
+        orjson.dumps(PAGE_VIEW | {"anonymous_id": "a" * 257}),
+        ["256 characters"],
+    ),
+    (
+        "invalid_value",
+        "page_view",
+        orjson.dumps(PAGE_VIEW | {"event_id": ""}),
+        ["'event_id' must not be empty"],
+    ),
+    (
+        "invalid_value",
+        "billing",
+        orjson.dumps(PAYMENT | {"amount_minor": 10**15 + 1}),
+        ["above the maximum 1000000000000000"],
+    ),
+    (
+        "invalid_value",
+        "signup",
+        orjson.dumps(SIGNUP | {"traits": {"company_size": -1}}),
+        ["'traits.company_size' is below the minimum 0"],
+    ),
+    (
+        "non_positive_amount",
+        "billing",
+        orjson.dumps(PAYMENT | {"amount_minor": 0}),
+        ["amount_minor", "greater than 0"],
+    ),
+    (
+        "non_positive_amount",
+        "billing",
+        orjson.dumps(golden("billing.v1.refund", amount_minor=-1200)),
+        ["amount_minor"],
+    ),
+    (
+        "unknown_currency",
+        "billing",
+        orjson.dumps(PAYMENT | {"currency": "XTS"}),
+        ["XTS", "currency table"],
+    ),
+    (
+        "timestamp_too_old",
+        "page_view",
+        orjson.dumps(PAGE_VIEW | {"ts": "2015-01-01T00:00:00Z"}),
+        ["3650 days", "milliseconds, not seconds"],
+    ),
+    ("timestamp_too_old", "billing", orjson.dumps(PAYMENT | {"ts": NOW_MS // 1000}), ["days"]),
+    (
+        "timestamp_in_future",
+        "signup",
+        orjson.dumps(SIGNUP | {"ts": NOW_MS * 1000}),
+        ["30 days", "microseconds"],
+    ),
+    (
+        "invalid_timestamp",
+        "page_view",
+        orjson.dumps(PAGE_VIEW | {"ts": "2025-03-01T09:15:00"}),
+        ["'ts'", "RFC 3339"],
+    ),
+    (
+        "invalid_timestamp",
+        "page_view",
+        orjson.dumps(PAGE_VIEW | {"ts": "2025-02-29T09:15:00Z"}),
+        ["2025-02-29"],
+    ),
+    ("junk_user_id", "signup", orjson.dumps(SIGNUP | {"user_id": "undefined"}), ["undefined"]),
+    (
+        "junk_user_id",
+        "billing",
+        orjson.dumps(PAYMENT | {"user_id": "00000000-0000-0000-0000-000000000000"}),
+        ["user_id"],
+    ),
+    ("junk_user_id", "billing", orjson.dumps(PAYMENT | {"user_id": "Test-User"}), ["user_id"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("reason", "topic_kind", "raw", "words"),
+    DECODE_REASON_CASES,
+    ids=[f"{case[0]}-{i}" for i, case in enumerate(DECODE_REASON_CASES)],
+)
+def test_each_refusal_has_its_reason_and_a_message_saying_what_to_fix(
+    reason: str, topic_kind: str, raw: bytes, words: list[str]
+) -> None:
+    result = decode(raw, topic_kind, now_ms=NOW_MS, config=CONFIG)
+    assert isinstance(result, Rejection)
+    assert result.reason == reason
+    for word in words:
+        assert word in result.message
+
+
+def test_every_reason_produced_at_the_edge_has_a_case() -> None:
+    downstream = {
+        "duplicate_event_id",
+        "refund_unknown_payment",
+        "refund_exceeds_payment",
+        "refund_currency_mismatch",
+        "refund_before_payment",
+    }
+    assert {case[0] for case in DECODE_REASON_CASES} == set(REASONS) - downstream
+    assert downstream <= set(REASONS)
+
+
+def test_golden_inputs_decode_to_the_typed_events() -> None:
+    assert decode_payload(PAGE_VIEW, "page_view") == PageView(
+        event_id="pv-0001",
+        ts=1_740_820_500_250,
+        anonymous_id="anon-7f3a9c",
+        user_id=None,
+        url=PAGE_VIEW["url"],
+        referrer="https://www.google.com/",
+    )
+    assert decode_payload(golden("page_view.v1.logged_in_with_campaign"), "page_view").campaign == (
+        Campaign(source="newsletter", medium="email", name="march-digest", content="hero-link")
+    )
+    assert decode_payload(SIGNUP, "signup") == Signup(
+        event_id="su-0001",
+        ts=1_740_924_312_000,
+        anonymous_id="anon-7f3a9c",
+        user_id="user-1042",
+        traits=Traits("Acme GmbH", 250, "Manufacturing", "trial", "DE"),
+    )
+    assert decode_payload(PAYMENT, "billing") == Payment(
+        "pay-0001", 1_741_161_600_000, "user-1042", 4900, "EUR"
+    )
+    assert decode_payload(golden("billing.v1.refund"), "billing") == Refund(
+        "ref-0001", 1_741_537_200_000, "user-1042", 1200, "EUR", "pay-0001"
+    )
+    assert decode_payload(golden("billing.v1.subscription_change"), "billing") == (
+        SubscriptionChange(
+            "sub-0001", 1_741_161_601_000, "user-1042", "sub_8Hk2", "pro-monthly", 4900, "EUR"
+        )
+    )
+
+
+def test_signup_without_traits_or_with_null_traits_has_empty_traits() -> None:
+    assert decode_payload(golden("signup.v1.without_traits"), "signup").traits == Traits()
+    assert decode_payload(SIGNUP | {"traits": None}, "signup").traits == Traits()
+
+
+def test_unknown_fields_are_ignored() -> None:
+    assert decode_payload(PAYMENT | {"coupon": {"code": "X"}, "v": 9}, "billing") == (
+        decode_payload(PAYMENT, "billing")
+    )
+
+
+def test_integral_numbers_written_with_a_fraction_are_integers() -> None:
+    event = decode_payload(PAYMENT | {"amount_minor": 4900.0, "ts": 1.7411616e12}, "billing")
+    assert (event.amount_minor, event.ts) == (4900, 1_741_161_600_000)
+    assert type(event.amount_minor) is int and type(event.ts) is int
+
+
+def test_page_view_with_a_junk_user_id_is_still_a_page_view() -> None:
+    assert isinstance(decode_payload(PAGE_VIEW | {"user_id": "null"}, "page_view"), PageView)
+
+
+def test_subscription_change_to_zero_is_a_cancellation_not_a_non_positive_amount() -> None:
+    event = decode_payload(golden("billing.v1.subscription_change", mrr_minor=0), "billing")
+    assert event.mrr_minor == 0
+    negative = decode_payload(golden("billing.v1.subscription_change", mrr_minor=-1), "billing")
+    assert negative.reason == "invalid_value"
+
+
+@pytest.mark.parametrize(
+    ("offset_ms", "reason"),
+    [
+        (-3650 * DAY_MS - 1, "timestamp_too_old"),
+        (-3650 * DAY_MS, None),
+        (30 * DAY_MS, None),
+        (30 * DAY_MS + 1, "timestamp_in_future"),
+    ],
+)
+def test_accepted_time_range_bounds_are_inclusive(offset_ms: int, reason: str | None) -> None:
+    result = decode_payload(PAGE_VIEW | {"ts": NOW_MS + offset_ms}, "page_view")
+    assert getattr(result, "reason", None) == reason
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected_ms"),
+    [
+        ("1970-01-01T00:00:00Z", 0),
+        ("1970-01-01T01:00:00+01:00", 0),
+        ("1969-12-31T23:30:00-00:30", 0),
+        ("2025-03-01T09:15:00.25Z", 1_740_820_500_250),
+        ("2025-03-01T09:15:00.2509999Z", 1_740_820_500_250),
+        ("2025-03-01t09:15:00.250z", 1_740_820_500_250),
+        ("2024-02-29T23:59:59.999-23:59", 1_709_337_539_999),
+        ("0001-01-01T00:00:00Z", -62_135_596_800_000),
+        (1_740_820_500_250, 1_740_820_500_250),
+        (-5, -5),
+        (1.5e12, 1_500_000_000_000),
+    ],
+)
+def test_timestamps_normalise_to_epoch_milliseconds(ts: str | int, expected_ms: int) -> None:
+    assert epoch_ms(ts) == expected_ms
+
+
+TS_PATTERN = load_schema("common/1")["$defs"]["ts"]["pattern"]
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.from_regex(TS_PATTERN, fullmatch=True))
+def test_every_timestamp_the_schema_admits_is_an_existing_instant(ts: str) -> None:
+    local_ms = (datetime.fromisoformat(ts[:19].upper()) - datetime(1970, 1, 1)) // timedelta(
+        milliseconds=1
+    )
+    zone = ts[-6:] if ts[-1] not in "Zz" else "+00:00"
+    offset_ms = (int(zone[1:3]) * 60 + int(zone[4:])) * 60_000 * (1 if zone[0] == "+" else -1)
+    fraction = ts[20 : len(ts) - (1 if ts[-1] in "Zz" else 6)] if ts[19] == "." else ""
+    assert epoch_ms(ts) == local_ms - offset_ms + int(fraction[:3].ljust(3, "0"))
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(-23 * 60 - 59, 23 * 60 + 59),
+)
+def test_rfc3339_rendering_of_any_instant_reads_back_to_the_millisecond(
+    moment: datetime, offset_minutes: int
+) -> None:
+    zone = timezone(timedelta(minutes=offset_minutes))
+    local = moment.replace(tzinfo=UTC).astimezone(zone)
+    text = local.isoformat(timespec="microseconds")
+    truncated_ms = (moment - datetime(1970, 1, 1)) // timedelta(milliseconds=1)
+    assert validator("page_view/1")(PAGE_VIEW | {"ts": text})
+    assert epoch_ms(text) == truncated_ms
+
+
+def test_compiled_patterns_do_not_accept_a_trailing_newline() -> None:
+    with pytest.raises(SchemaError):
+        validator("billing/1")(PAYMENT | {"currency": "USD\n"})
+
+
+def test_dead_letter_keeps_the_original_bytes_source_and_reason() -> None:
+    raw = orjson.dumps(PAYMENT | {"amount_minor": 0})
+    rejection = decode(raw, "billing", now_ms=NOW_MS, config=CONFIG)
+    record = dead_letter_record(
+        raw=raw,
+        topic="billing-v1",
+        partition=2,
+        offset=18231,
+        reason=rejection.reason,
+        message=rejection.message,
+        ts_ms=NOW_MS,
+    )
+    validator("dead_letter/1")(record)
+    assert base64.b64decode(record["original_b64"]) == raw
+    assert record["original_preview"] == raw.decode()
+    assert record["reason"] == "non_positive_amount" and type(record["reason"]) is str
+    assert (record["topic"], record["partition"], record["offset"]) == ("billing-v1", 2, 18231)
+    assert json.loads(orjson.dumps(record)) == record
+
+
+def test_dead_letter_of_undecodable_bytes_has_no_preview() -> None:
+    raw = b'{"user_id": "\xff"}'
+    record = dead_letter_record(
+        raw=raw,
+        topic="signups-v1",
+        partition=0,
+        offset=7,
+        reason=Reason.NOT_JSON,
+        message="not json",
+        ts_ms=NOW_MS,
+    )
+    validator("dead_letter/1")(record)
+    assert record["original_preview"] is None
+    assert base64.b64decode(record["original_b64"]) == raw
+
+
+def test_dead_letter_of_a_huge_message_keeps_its_start_and_says_so() -> None:
+    raw = b"x" * (MAX_ORIGINAL_BYTES + 10)
+    record = dead_letter_record(
+        raw=raw,
+        topic="page-views-v1",
+        partition=1,
+        offset=3,
+        reason="oversized_payload",
+        message="m" * 5000,
+        ts_ms=NOW_MS,
+    )
+    validator("dead_letter/1")(record)
+    assert base64.b64decode(record["original_b64"]) == raw[:MAX_ORIGINAL_BYTES]
+    assert record["original_truncated"] is True
+    assert record["original_size"] == len(raw)
+
+
+def test_dead_letter_reason_must_come_from_the_closed_set() -> None:
+    with pytest.raises(ValueError, match="unknown dead-letter reason"):
+        dead_letter_record(
+            raw=b"{}",
+            topic="t",
+            partition=0,
+            offset=0,
+            reason="bad stuff",
+            message="",
+            ts_ms=NOW_MS,
+        )
