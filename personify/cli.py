@@ -66,7 +66,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     stack_up.add_argument("--only", help="comma-separated subset of kafka,redis,prometheus")
     stack_up.add_argument("--started-file", type=_path, help="write the names this call started")
     stack_down = actions.add_parser("down", help="stop what personify started")
-    stack_down.add_argument("--only", help="comma-separated subset of worker,kafka,redis,prometheus")
+    stack_down.add_argument("--only",
+                            help="comma-separated subset of worker,kafka,redis,prometheus")
     actions.add_parser("status", help="what is up, on which port, and what is not")
     stack_logs = actions.add_parser("logs", help="the end of a server's log")
     stack_logs.add_argument("service", choices=("kafka", "redis", "prometheus", "worker"))

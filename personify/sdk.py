@@ -1,10 +1,11 @@
 """The instrumentation client: product code reports page views, signups and billing through it.
 
-Each call builds the wire-contract payload (DESIGN.md §2), validates it before it leaves the
-process (a bad event is the caller's bug, raised at the call site rather than dead-lettered
-later), and produces it keyed the way the pipeline partitions: page views and signups by
-`anonymous_id`, billing by `user_id`. The producer is idempotent with `acks=all`, and uses
-`murmur2_random` so keys land on the partitions Faust expects (DESIGN.md §9).
+Each call builds the wire-contract payload (DESIGN.md §2), validates it with the pipeline's own
+edge rules before it leaves the process (a bad event is the caller's bug, raised at the call
+site rather than dead-lettered later), and produces it keyed the way the pipeline partitions:
+page views and signups by `anonymous_id`, billing by `user_id`. The producer is idempotent
+with `acks=all`, and uses `murmur2_random` so keys land on the partitions Faust expects
+(DESIGN.md §9).
 
     with Personify("127.0.0.1:19092") as personify:
         personify.page_view("anon-1", "https://www.example.com/pricing", referrer=None)
@@ -25,6 +26,9 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from personify.settings import Topics
+from processors.config import PipelineConfig
+from processors.validation import Rejection, ValidationConfig, decode
+from schemas.contract import TopicKind as ContractKind
 
 TopicKind = Literal["page_views", "signups", "billing"]
 """An input topic by its `Topics` field name; the configured name may differ."""
@@ -182,45 +186,28 @@ def key_of(kind: TopicKind, payload: Mapping[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- validation
 
-_STR = (str,)
-_TS = (int, str)
-_REQUIRED: Mapping[str, Mapping[str, tuple[type, ...]]] = {
-    "page_view/1": {"event_id": _STR, "ts": _TS, "anonymous_id": _STR, "url": _STR},
-    "signup/1": {"event_id": _STR, "ts": _TS, "anonymous_id": _STR, "user_id": _STR},
-    "payment": {"event_id": _STR, "ts": _TS, "user_id": _STR, "amount_minor": (int,),
-                "currency": _STR},
-    "refund": {"event_id": _STR, "ts": _TS, "user_id": _STR, "amount_minor": (int,),
-               "currency": _STR, "refund_of": _STR},
-    "subscription_change": {"event_id": _STR, "ts": _TS, "user_id": _STR,
-                            "subscription_id": _STR, "plan": _STR, "mrr_minor": (int,),
-                            "currency": _STR},
+_CONTRACT_KINDS: Mapping[TopicKind, ContractKind] = {
+    "page_views": "page_view",
+    "signups": "signup",
+    "billing": "billing",
 }
-"""Required fields and their JSON types, per page view / signup schema or billing kind."""
 
 
-def validate(kind: TopicKind, payload: Mapping[str, Any]) -> None:
-    """Raise `InvalidEvent` unless the payload has its topic's schema, its required fields with
-    their types, a non-empty event id, positive amounts, a non-negative MRR and an ISO-shaped
-    currency. Stateful checks (duplicates, unknown refunded payment) stay with the pipeline."""
-    if kind_of_payload(payload) != kind:
-        raise InvalidEvent(f"schema {payload['schema']!r} does not belong on {kind}")
-    rule = payload["schema"] if kind != "billing" else payload.get("kind")
-    required = _REQUIRED.get(rule) if isinstance(rule, str) else None
-    if required is None:
-        raise InvalidEvent(f"unknown billing kind {rule!r}")
-    for name, types in required.items():
-        value = payload.get(name)
-        if type(value) not in types:
-            raise InvalidEvent(f"{name} must be {'/'.join(t.__name__ for t in types)}")
-    if not payload["event_id"]:
-        raise InvalidEvent("event_id is empty")
-    if payload.get("amount_minor", 1) <= 0:
-        raise InvalidEvent("amount_minor must be positive")
-    if payload.get("mrr_minor", 0) < 0:
-        raise InvalidEvent("mrr_minor must not be negative")
-    currency = payload.get("currency", "USD")
-    if not (len(currency) == 3 and currency.isascii() and currency.isupper()):
-        raise InvalidEvent(f"currency {currency!r} is not an ISO 4217 code")
+def default_validation() -> ValidationConfig:
+    """The pipeline's own default validation rules (currency table, time range, size)."""
+    return PipelineConfig().validation
+
+
+def encode_valid(payload: Mapping[str, Any], *, now_ms: int, config: ValidationConfig) -> bytes:
+    """The payload's bytes, after the pipeline's own edge validation (`processors.validation`)
+    accepted them; else `InvalidEvent` with the dead-letter reason it would have got.
+
+    Stateful checks (duplicate ids, refunds of unknown payments) stay with the pipeline."""
+    raw = orjson.dumps(payload)
+    outcome = decode(raw, _CONTRACT_KINDS[kind_of_payload(payload)], now_ms=now_ms, config=config)
+    if isinstance(outcome, Rejection):
+        raise InvalidEvent(f"{outcome.reason.value}: {outcome.message}")
+    return raw
 
 
 # --------------------------------------------------------------------------------- client
@@ -249,10 +236,12 @@ class Personify:
         topics: Topics | None = None,
         on_delivery: Callable[[DeliveryReport], None] | None = None,
         producer_config: Mapping[str, Any] | None = None,
+        validation: ValidationConfig | None = None,
         clock_ms: Callable[[], int] = _now_ms,
         new_event_id: Callable[[], str] = _new_event_id,
     ) -> None:
         self.topics = topics or Topics()
+        self._validation = validation or default_validation()
         self.delivered = 0
         self.failed = 0
         self._failures: list[DeliveryReport] = []
@@ -340,9 +329,9 @@ class Personify:
 
     def send_event(self, payload: Mapping[str, Any]) -> None:
         """Validate a complete contract payload and produce it to its topic under its key."""
+        raw = encode_valid(payload, now_ms=self._clock_ms(), config=self._validation)
         kind = kind_of_payload(payload)
-        validate(kind, payload)
-        self.send_raw(getattr(self.topics, kind), key_of(kind, payload), orjson.dumps(payload))
+        self.send_raw(getattr(self.topics, kind), key_of(kind, payload), raw)
 
     def send_raw(self, topic: str, key: str | None, value: bytes) -> None:
         """Produce bytes as they are (no validation): for replays and deliberately bad events."""

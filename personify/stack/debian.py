@@ -15,8 +15,9 @@ def ensure_program(program: str, package: str, progress=print) -> str:
     if found:
         return found
     if shutil.which("apt-get") is None:
-        raise StackError(f"`{program}` is missing and there is no apt-get here: install `{package}` "
-                         "with your system's package manager, then run the command again.")
+        raise StackError(f"`{program}` is missing and there is no apt-get here: install "
+                         f"`{package}` with your system's package manager, then run the "
+                         "command again.")
     if os.geteuid() != 0:
         raise StackError(f"`{program}` is missing: run `sudo apt-get install -y {package}`, "
                          "then run the command again.")

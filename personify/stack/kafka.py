@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import uuid
+
 from personify.settings import Settings
 from personify.stack.processes import Managed, StackError, log_tail, port_open, wait_until
 
@@ -68,8 +69,9 @@ class KafkaBroker:
         """Resolve the broker's runtime classpath once; later starts need no network."""
         if (self.libs / ".complete").exists():
             return
-        for tool, hint in (("java", "install a Java 17+ JDK (apt-get install openjdk-17-jre-headless)"),
-                           ("mvn", "install Maven (apt-get install maven)")):
+        needed = (("java", "install a Java 17+ JDK (apt-get install openjdk-17-jre-headless)"),
+                  ("mvn", "install Maven (apt-get install maven)"))
+        for tool, hint in needed:
             if shutil.which(tool) is None:
                 raise StackError(f"`{tool}` is not on PATH: {hint}, then run the command again.")
         progress(f"resolving Apache Kafka {self.settings.kafka_version} jars through Maven "
@@ -85,8 +87,8 @@ class KafkaBroker:
             capture_output=True, text=True,
         )
         if result.returncode != 0:
-            raise StackError("Maven could not resolve the Kafka jars; check that the Maven repository "
-                             "is reachable (or ~/.m2 settings), then retry.\n"
+            raise StackError("Maven could not resolve the Kafka jars; check that the Maven "
+                             "repository is reachable (or ~/.m2 settings), then retry.\n"
                              + (result.stdout + result.stderr)[-3000:])
         shutil.rmtree(self.libs, ignore_errors=True)
         staging.rename(self.libs)

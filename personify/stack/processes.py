@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -86,10 +87,8 @@ def _cmdline(pid: int) -> str | None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap our own exited child so it is not a zombie
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

@@ -10,7 +10,7 @@ from personify.stack.processes import Managed, StackError, port_open, wait_until
 
 RULES = PROJECT_ROOT / "ops" / "prometheus" / "rules.yml"
 
-LOCAL_CONFIG = """# Written by `personify stack up` from the settings; ops/prometheus/ holds the shared parts.
+LOCAL_CONFIG = """# Written by `personify stack up`; ops/prometheus/ holds the shared parts.
 global:
   scrape_interval: 5s
   evaluation_interval: 5s

@@ -34,8 +34,8 @@ class RedisServer:
             wait_until(self.ready, timeout_s=20, what=self.describe(), log=self.process.log_file)
             return "already running"
         if port_open(self.host, self.port):
-            raise StackError(f"port {self.port} on {self.host} is taken by a process the project did "
-                             "not start; stop it or choose another with PERSONIFY_REDIS_URL.")
+            raise StackError(f"port {self.port} on {self.host} is taken by a process the project "
+                             "did not start; stop it or choose another with PERSONIFY_REDIS_URL.")
         server = ensure_program("redis-server", "redis-server", progress)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process.start([server, "--bind", self.host, "--port", str(self.port),

@@ -22,7 +22,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create the missing topics; returns the names created. Existing topics are left as they are."""
+    """Create the missing topics and return their names; existing topics are left as they are."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
@@ -34,7 +34,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     ]
     if not wanted:
         return []
-    for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+    for future in admin.create_topics(wanted, request_timeout=timeout_s).values():
         try:
             future.result()
         except Exception as exc:  # a concurrent creator is fine

@@ -1,4 +1,4 @@
-"""The real tier: a live broker and Redis from the local stack, unique topics and groups per test."""
+"""The real tier: the local stack's live broker and Redis; unique topics and groups per test."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class Worker:
 
     def start(self, timeout_s: float = 90) -> Worker:
         env = {**os.environ, **self.settings.to_env()}
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the worker
         self.process = subprocess.Popen(
             [sys.executable, "-m", "personify.cli", "worker", "--loglevel", "warning"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT)
