@@ -23,6 +23,8 @@ from personify.settings import Settings, Topics
 
 NOW_MS = 1_736_000_000_000
 CUSTOM_TOPICS = Topics(page_views="pv-test", signups="su-test", billing="bi-test")
+MOCK_CLUSTER = {"test.mock.num.brokers": 1, "log_level": 0, "retry.backoff.ms": 10,
+                "topic.metadata.refresh.fast.interval.ms": 10}
 
 
 def mock_client(topics=None, **overrides):
@@ -30,7 +32,7 @@ def mock_client(topics=None, **overrides):
     reports = []
     client = Personify(
         "unused:9092", topics=topics, on_delivery=reports.append, clock_ms=lambda: NOW_MS,
-        producer_config={"test.mock.num.brokers": 1, "log_level": 0}, **overrides)
+        producer_config=MOCK_CLUSTER, **overrides)
     return client, reports
 
 
@@ -187,7 +189,7 @@ def test_send_file_delivers_every_line_and_counts_the_bad_ones(tmp_path, capsys)
 
 
 def test_send_command_exit_code_says_whether_everything_was_delivered(tmp_path, monkeypatch):
-    monkeypatch.setattr(send, "CLI_PRODUCER_CONFIG", {"test.mock.num.brokers": 1, "log_level": 0})
+    monkeypatch.setattr(send, "CLI_PRODUCER_CONFIG", MOCK_CLUSTER)
     parser = argparse.ArgumentParser()
     send.add_arguments(parser)
     good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"

@@ -1,0 +1,114 @@
+from processors.config import PipelineConfig
+from processors.identity import Link, SignupSeen, StitchedTouch
+from processors.messages import ReleaseHeld, Source, Sourced, decode, encode
+from processors.person import (
+    DeadLetter,
+    HoldEnded,
+    HoldStarted,
+    LateTouch,
+    PersonState,
+    Processed,
+    ProfileChanged,
+    hold_expired,
+    step_person,
+)
+from processors.revenue import Credit
+from processors.touch import Touch
+from schemas.events import Campaign, PageView, Payment, Refund, Signup, Traits
+
+CONFIG = PipelineConfig()
+DAY = 86_400_000
+
+
+def touch(event_id, ts, channel="Paid Search"):
+    return StitchedTouch("ada", Touch(event_id, ts, "dev-1", channel, "google", "cpc"), False)
+
+
+def signup(ts, size=250):
+    return SignupSeen("ada", "dev-1", ts, f"su-{ts}", Traits(company_size=size))
+
+
+def billed(event, offset=0):
+    return Sourced(event, Source("billing-v1", 0, offset, "{}"))
+
+
+def payment(event_id, ts, amount=1000):
+    return billed(Payment(event_id, ts, "ada", amount, "USD"))
+
+
+def run(messages, state=None, now_ms=0):
+    outputs = []
+    for message in messages:
+        state, out = step_person(state, message, person_id="ada", config=CONFIG, now_ms=now_ms)
+        outputs.extend(out)
+    return state, outputs
+
+
+def credits(outputs, model="first_touch"):
+    return [o for o in outputs if isinstance(o, Credit) and o.model == model]
+
+
+def test_a_payment_before_the_signup_waits_and_is_credited_to_the_touches_released_with_it():
+    state, outputs = run([payment("pay-1", 10 * DAY)])
+    assert [type(o) for o in outputs] == [HoldStarted]
+    assert state.held and not credits(outputs)
+    state, outputs = run([touch("t1", 1 * DAY), signup(2 * DAY)], state)
+    assert any(isinstance(o, HoldEnded) and o.cause == "signup" for o in outputs)
+    [credit] = credits(outputs)
+    assert credit.acquisition_channel == "Paid Search"
+    assert not state.held
+
+
+def test_held_revenue_is_released_by_the_timer_after_the_hold_time():
+    state, _ = run([payment("pay-1", 10 * DAY)], now_ms=1_000)
+    assert not hold_expired(state, 1_000 + CONFIG.revenue_hold_ms - 1, CONFIG)
+    assert hold_expired(state, 1_000 + CONFIG.revenue_hold_ms, CONFIG)
+    state, outputs = run([ReleaseHeld("ada")], state)
+    assert credits(outputs)[0].acquisition_channel == "Unattributed"
+    assert any(isinstance(o, HoldEnded) and o.cause == "timeout" for o in outputs)
+
+
+def test_a_touch_arriving_after_the_conversion_it_predates_is_late_and_changes_nothing():
+    state, _ = run([touch("t1", 1 * DAY), signup(2 * DAY), payment("pay-1", 3 * DAY)])
+    state, outputs = run([touch("t0", DAY // 2, channel="Email"), payment("pay-2", 4 * DAY)],
+                         state)
+    assert any(isinstance(o, LateTouch) for o in outputs)
+    assert credits(outputs)[0].lines[0].line.channel == "Paid Search"
+
+
+def test_a_duplicate_payment_is_dead_lettered_and_credited_once():
+    state, first = run([signup(DAY), payment("pay-1", 2 * DAY)])
+    state, second = run([payment("pay-1", 2 * DAY)], state)
+    assert len(credits(first)) == 1 and not credits(second)
+    assert [o.reason for o in second if isinstance(o, DeadLetter)] == ["duplicate_event_id"]
+    assert not any(isinstance(o, Processed) for o in second)
+
+
+def test_a_refund_of_an_unknown_payment_is_dead_lettered_with_its_source():
+    _, outputs = run([signup(DAY), billed(Refund("r-1", 2 * DAY, "ada", 10, "USD", "nope"), 7)])
+    [dead] = [o for o in outputs if isinstance(o, DeadLetter)]
+    assert dead.reason == "refund_unknown_payment" and dead.source.offset == 7
+
+
+def test_the_profile_tells_segment_channel_and_lifetime_revenue():
+    _, outputs = run([touch("t1", DAY), signup(2 * DAY, size=5000), payment("pay-1", 3 * DAY)])
+    profile = [o for o in outputs if isinstance(o, ProfileChanged)][-1].record
+    assert profile["segment"] == "Enterprise"
+    assert profile["acquisition_channel"] == "Paid Search"
+    assert profile["lifetime_revenue_minor"] == 1000
+    assert profile["counts"]["touchpoints"] == 1
+
+
+def test_person_state_survives_a_round_trip_through_its_stored_form():
+    state, _ = run([touch("t1", DAY), payment("pay-1", 3 * DAY)])
+    assert PersonState.from_dict(state.to_dict()) == state
+
+
+def test_every_internal_message_survives_encoding():
+    view = PageView("pv", 1, "dev-1", None, "https://x.test/", None, Campaign(source="news"))
+    for message in (touch("t1", 5), Link("ada", "dev-1", 3, "su", "signup"), signup(4),
+                    ReleaseHeld("ada"), payment("pay-1", 9),
+                    Sourced(view, Source("page-views-v1", 1, 2, "{}")),
+                    Sourced(Signup("su", 1, "dev-1", "ada", Traits(plan="pro")),
+                            Source("signups-v1", 0, 0, "{}"))):
+        assert decode(encode(message)) == message
