@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from personify.settings import Topics
 from processors.config import PipelineConfig
 from processors.validation import Rejection, ValidationConfig, decode
+from schemas.contract import INPUT_SCHEMAS
 from schemas.contract import TopicKind as ContractKind
 
 TopicKind = Literal["page_views", "signups", "billing"]
@@ -172,10 +173,15 @@ def kind_of_payload(payload: Mapping[str, Any]) -> TopicKind:
     return kind
 
 
+_CONTRACT_KINDS: Mapping[TopicKind, ContractKind] = {
+    "page_views": "page_view",
+    "signups": "signup",
+    "billing": "billing",
+}
+"""Topic field name → the contract's name for what the topic carries."""
+
 _KIND_BY_SCHEMA: Mapping[str, TopicKind] = {
-    "page_view/1": "page_views",
-    "signup/1": "signups",
-    "billing/1": "billing",
+    INPUT_SCHEMAS[contract_kind]: kind for kind, contract_kind in _CONTRACT_KINDS.items()
 }
 
 
@@ -185,12 +191,6 @@ def key_of(kind: TopicKind, payload: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- validation
-
-_CONTRACT_KINDS: Mapping[TopicKind, ContractKind] = {
-    "page_views": "page_view",
-    "signups": "signup",
-    "billing": "billing",
-}
 
 
 def default_validation() -> ValidationConfig:

@@ -32,8 +32,9 @@ class PipelineConfig:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     segments: SegmentConfig = field(default_factory=SegmentConfig)
-    revenue_hold_ms: int = 60_000
-    """Wall-clock bound on how long revenue waits for the person's signup (DESIGN.md §9)."""
+    watermark_stall_ms: int = 60_000
+    """Revenue waits for the touch watermark (DESIGN.md §9) unless it has not moved for this
+    long of wall-clock time, then it goes ahead (a stalled input must not stop billing)."""
 
 
 SECTIONS = {
@@ -44,7 +45,7 @@ SECTIONS = {
                     "reporting_currency", "rates"},
     "segments": {"mid_market_from", "enterprise_from"},
     "validation": {"max_payload_kib", "max_age_days", "max_future_days"},
-    "pipeline": {"revenue_hold_seconds"},
+    "pipeline": {"watermark_stall_seconds"},
 }
 
 
@@ -106,4 +107,4 @@ def parse_config(document: Mapping[str, Any]) -> PipelineConfig:
     )
     return PipelineConfig(validation=validation, channels=channels, identity=identity,
                           attribution=attribution, segments=segments,
-                          revenue_hold_ms=int(pipe.get("revenue_hold_seconds", 60) * 1000))
+                          watermark_stall_ms=int(pipe.get("watermark_stall_seconds", 60) * 1000))

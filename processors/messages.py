@@ -42,9 +42,10 @@ class Sourced:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseHeld:
-    """Stop waiting for the person's signup (sent by the worker's hold timer)."""
+    """Bill the person's held events with event time up to `upto_ms` (the watermark passed)."""
 
     person_id: str
+    upto_ms: int
 
 
 PersonMessage = StitchedTouch | Link | SignupSeen | Sourced | ReleaseHeld
@@ -93,7 +94,7 @@ def encode(message: PersonMessage | Sourced) -> dict[str, Any]:
         return {"k": "link", **_flat(message)}
     if isinstance(message, SignupSeen):
         return {"k": "signup", **_flat(message), "traits": _flat(message.traits)}
-    return {"k": "release", "person_id": message.person_id}
+    return {"k": "release", "person_id": message.person_id, "upto_ms": message.upto_ms}
 
 
 def decode(data: dict[str, Any]) -> PersonMessage:

@@ -4,11 +4,12 @@
 the person-keyed stream into the person's state and returns decisions for the shell.
 
 Race policy (DESIGN.md §9): billing and touchpoints travel different paths, so in a replay a
-payment can arrive before the touches stitched by its person's signup. A person's billing waits
-(in order) until their first signup has been seen — the signup's device releases its pending
-touches ahead of the signup record on the same ordered stream — or until `revenue_hold_ms` of
-wall-clock time has passed (`ReleaseHeld`). Touches that still arrive after a conversion they
-predate are counted as late and never change frozen weights: no credit is lost or doubled.
+payment can arrive long before the touches that precede it in event time. A person's billing
+waits, in order, until the touch watermark passes its event time: every page view and signup
+up to that time has been stitched and delivered ahead of the watermark on this ordered stream
+(see `processors/watermarks.py`). The shell releases it with `ReleaseHeld(upto_ms)`. Touches
+that still arrive after a conversion they predate (late input) are counted and never change
+frozen weights: no credit is lost or doubled.
 """
 
 from __future__ import annotations
@@ -45,15 +46,14 @@ STATE_VERSION = 1
 MAX_TOUCHES = 500
 """Touchpoints kept per person (the newest); a journey longer than this is truncated."""
 MAX_HELD = 1000
-"""Billing events a person may hold while waiting for the signup; beyond it they go at once."""
+"""Billing events a person may hold; beyond it the oldest goes ahead without waiting."""
 
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A billing event waiting for the person's signup, with the wall-clock time it started."""
+    """A billing event waiting for the touch watermark to pass its event time."""
 
     message: Sourced
-    since_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +72,8 @@ class PersonState:
             "identity": self.identity.to_dict(),
             "touches": [touch_to_dict(t) for t in self.touches],
             "revenue": self.revenue.to_dict(),
-            "held": [{"e": event_to_dict(h.message.event), "src": _source_dict(h.message.source),
-                      "since": h.since_ms} for h in self.held],
+            "held": [{"e": event_to_dict(h.message.event), "src": _source_dict(h.message.source)}
+                     for h in self.held],
             "touchpoints": self.touchpoint_count,
             "signups": self.signup_count,
         }
@@ -86,7 +86,7 @@ class PersonState:
             identity=PersonIdentity.from_dict(data["identity"]),
             touches=tuple(touch_from_dict(t) for t in data["touches"]),
             revenue=RevenueState.from_dict(data["revenue"]),
-            held=tuple(Held(Sourced(event_from_dict(h["e"]), Source(**h["src"])), h["since"])
+            held=tuple(Held(Sourced(event_from_dict(h["e"]), Source(**h["src"])))
                        for h in data["held"]),
             touchpoint_count=data["touchpoints"],
             signup_count=data["signups"],
@@ -119,15 +119,19 @@ class LateTouch:
 
 @dataclass(frozen=True, slots=True)
 class HoldStarted:
+    """The person now has billing waiting; `ts` is the event time it waits for."""
+
     person_id: str
+    ts: int
 
 
 @dataclass(frozen=True, slots=True)
 class HoldEnded:
+    """Held billing went ahead; `waiting_ts` is the next held event time, None when none left."""
+
     person_id: str
-    cause: str
-    """`signup` or `timeout`."""
     count: int
+    waiting_ts: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +149,9 @@ def step_person(
     *,
     person_id: str,
     config: PipelineConfig,
-    now_ms: int,
+    watermark_ms: int,
 ) -> tuple[PersonState, list[PersonOutput]]:
+    """Fold one message in; billing later than `watermark_ms` (the touch watermark) waits."""
     current = state or PersonState(identity=PersonIdentity.new(person_id))
     outputs: list[PersonOutput] = []
     if isinstance(message, StitchedTouch):
@@ -159,30 +164,20 @@ def step_person(
     elif isinstance(message, SignupSeen):
         current = replace(current, identity=apply_signup(current.identity, message),
                           signup_count=current.signup_count + 1)
-        current = _release(current, "signup", outputs, config)
     elif isinstance(message, ReleaseHeld):
-        current = _release(current, "timeout", outputs, config)
-    elif _must_wait(current):
+        current = _release(current, message.upto_ms, outputs, config)
+    elif current.held or message.event.ts > watermark_ms:
         if not current.held:
-            outputs.append(HoldStarted(person_id))
-        current = replace(current, held=(*current.held, Held(message, now_ms)))
+            outputs.append(HoldStarted(person_id, message.event.ts))
+        current = replace(current, held=(*current.held, Held(message)))
+        if len(current.held) > MAX_HELD:
+            current = _release(current, current.held[0].message.event.ts, outputs, config)
     else:
         current = _bill(current, message, outputs, config)
     if any(isinstance(o, (Credit, MrrMovement, Processed)) for o in outputs) or isinstance(
             message, (SignupSeen, Link)):
         outputs.append(ProfileChanged(profile_record(current, config)))
     return current, outputs
-
-
-def hold_expired(state: PersonState, now_ms: int, config: PipelineConfig) -> bool:
-    """True when the oldest held event has waited `revenue_hold_ms` (the timer's question)."""
-    return bool(state.held) and now_ms - state.held[0].since_ms >= config.revenue_hold_ms
-
-
-def _must_wait(state: PersonState) -> bool:
-    if state.held:
-        return len(state.held) < MAX_HELD
-    return state.revenue.conversion_ts is None and state.identity.first_signup_ts is None
 
 
 def _on_touch(state: PersonState, stitched: StitchedTouch, outputs: list[PersonOutput],
@@ -211,14 +206,19 @@ def _insert_in_time_order(touches: tuple[Touch, ...], touch: Touch) -> tuple[Tou
     return (*touches[:position], touch, *touches[position:])
 
 
-def _release(state: PersonState, cause: str, outputs: list[PersonOutput],
+def _release(state: PersonState, upto_ms: int, outputs: list[PersonOutput],
              config: PipelineConfig) -> PersonState:
-    if not state.held:
+    """Bill the held events up to the first one later than `upto_ms`, keeping arrival order."""
+    count = 0
+    while count < len(state.held) and state.held[count].message.event.ts <= upto_ms:
+        count += 1
+    if count == 0:
         return state
-    held = state.held
-    state = replace(state, held=())
-    outputs.append(HoldEnded(state.identity.person_id, cause, len(held)))
-    for item in held:
+    released, rest = state.held[:count], state.held[count:]
+    state = replace(state, held=rest)
+    outputs.append(HoldEnded(state.identity.person_id, count,
+                             rest[0].message.event.ts if rest else None))
+    for item in released:
         state = _bill(state, item.message, outputs, config)
     return state
 

@@ -3,6 +3,9 @@
 validate_events (inputs) ─► device events (key anonymous_id) ─► stitch_identities (devices)
                         └─► person events  (key user_id)  ◄────────┘
 person events ─► credit_revenue (persons) ─► attribution credits, profiles, dead letters
+
+Touch watermarks (processors/watermarks.py) ride the same two internal topics, sent to every
+partition behind the records they cover; they carry no key.
 """
 
 from __future__ import annotations
@@ -31,13 +34,21 @@ from processors.person import (
     PersonState,
     Processed,
     ProfileChanged,
-    hold_expired,
     step_person,
 )
 from processors.revenue import Credit, MrrMovement, credit_record
 from processors.touchpoints import detect_touch
 from processors.validation import Rejection, decode
+from processors.watermarks import (
+    END_OF_TIME,
+    NOT_YET,
+    input_mark,
+    low_watermark,
+    person_watermark,
+)
 from streams.context import Pipeline
+
+WATERMARK_INTERVAL_S = 0.05
 
 
 def wall_ms() -> int:
@@ -46,11 +57,21 @@ def wall_ms() -> int:
 
 def register(app: faust.App, pipeline: Pipeline) -> None:
     topics, tables, metrics = pipeline.topics, pipeline.tables, pipeline.metrics
-    config = pipeline.config
-    names = pipeline.settings.topics
+    config, settings = pipeline.config, pipeline.settings
+    names = settings.topics
     kind_of_topic = {names.page_views: "page_view", names.signups: "signup",
                      names.billing: "billing"}
+    touch_topics = (names.page_views, names.signups)
     detect = partial(detect_touch, config=config.channels)
+
+    # Process-local progress of the inputs this worker validates, and the watermark views of
+    # the internal partitions it owns; all rebuilt from the streams after a restart.
+    newest_ts: dict[str, int] = {}
+    next_offset: dict[str, int] = {}
+    device_views: dict[int, dict[str, int | None]] = {}
+    person_views: dict[int, dict[int, int]] = {}
+    person_marks: dict[int, tuple[int, float]] = {}
+    last_broadcast = [0.0]
 
     async def dead_letter(key: bytes | None, raw: bytes, topic: str, partition: int, offset: int,
                           reason: str, message: str) -> None:
@@ -64,6 +85,22 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         await dead_letter(key, source.raw.encode(), source.topic, source.partition, source.offset,
                           reason, message)
 
+    async def broadcast_input_marks() -> None:
+        """Send this worker's input marks to every device partition, behind what it forwarded."""
+        last_broadcast[0] = time.monotonic()
+        marks = {}
+        for tp in app.consumer.assignment():
+            if tp.topic in touch_topics:
+                name = f"{tp.topic}:{tp.partition}"
+                position = next_offset.get(name, _committed(app, tp))
+                marks[name] = input_mark(newest_ts.get(name), position,
+                                         app.consumer.highwater(tp))
+        expected = sum(app.consumer.topic_partitions(t) or settings.partitions
+                       for t in touch_topics)
+        record = orjson.dumps({"k": "wm", "marks": marks, "expected": expected})
+        for partition in range(settings.partitions):
+            await topics.device_events.send(value=record, partition=partition)
+
     @app.agent(topics.inputs, name="validate_events")
     async def validate_events(stream: faust.StreamT) -> None:
         """Decode and validate; valid events are re-keyed with Faust's partitioner."""
@@ -76,18 +113,33 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             if isinstance(result, Rejection):
                 await dead_letter(event.key, raw, msg.topic, msg.partition, msg.offset,
                                   result.reason, result.message)
-                continue
-            source = messages.Source(msg.topic, msg.partition, msg.offset, raw.decode())
-            record = orjson.dumps(messages.encode(messages.Sourced(result, source)))
-            if hasattr(result, "anonymous_id"):
-                await topics.device_events.send(key=result.anonymous_id.encode(), value=record)
             else:
-                await topics.person_events.send(key=result.user_id.encode(), value=record)
+                source = messages.Source(msg.topic, msg.partition, msg.offset, raw.decode())
+                record = orjson.dumps(messages.encode(messages.Sourced(result, source)))
+                if msg.topic in touch_topics:
+                    await topics.device_events.send(key=result.anonymous_id.encode(),
+                                                    value=record)
+                    name = f"{msg.topic}:{msg.partition}"
+                    newest_ts[name] = max(newest_ts.get(name, result.ts), result.ts)
+                else:
+                    await topics.person_events.send(key=result.user_id.encode(), value=record)
+            next_offset[f"{msg.topic}:{msg.partition}"] = msg.offset + 1
+            if time.monotonic() - last_broadcast[0] >= WATERMARK_INTERVAL_S:
+                await broadcast_input_marks()
+
+    @app.timer(interval=WATERMARK_INTERVAL_S * 4)
+    async def broadcast_when_idle() -> None:
+        if time.monotonic() - last_broadcast[0] >= WATERMARK_INTERVAL_S * 4:
+            await broadcast_input_marks()
 
     @app.agent(topics.device_events, name="stitch_identities")
     async def stitch_identities(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            sourced = messages.decode(orjson.loads(event.value))
+            data = orjson.loads(event.value)
+            if data["k"] == "wm":
+                await forward_marks(event.message.partition, data)
+                continue
+            sourced = messages.decode(data)
             stored = tables.devices.get(event.key)
             state = DeviceState.from_dict(orjson.loads(stored)) if stored else None
             state, outputs = step_device(state, sourced.event, detect_touch=detect,
@@ -113,20 +165,54 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             if not duplicate:
                 metrics.events_processed.labels(sourced.source.topic).inc()
 
+    async def forward_marks(device_partition: int, data: dict) -> None:
+        view = device_views.setdefault(device_partition, {})
+        view.update(data["marks"])
+        record = orjson.dumps({"k": "wm", "q": device_partition,
+                               "low": low_watermark(view, data["expected"])})
+        for partition in range(settings.partitions):
+            await topics.person_events.send(value=record, partition=partition)
+
     @app.agent(topics.person_events, name="credit_revenue")
     async def credit_revenue(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            person_id = event.key.decode()
-            message = messages.decode(orjson.loads(event.value))
-            stored = tables.persons.get(event.key)
-            state = PersonState.from_dict(orjson.loads(stored)) if stored else None
-            state, outputs = step_person(state, message, person_id=person_id, config=config,
-                                         now_ms=wall_ms())
-            tables.persons[event.key] = orjson.dumps(state.to_dict())
-            for output in outputs:
-                await _execute(event.key, output)
+            data = orjson.loads(event.value)
+            partition = event.message.partition
+            if data["k"] == "wm":
+                await advance_watermark(partition, data["q"], data["low"])
+                continue
+            await step(event.key, messages.decode(data), partition)
 
-    async def _execute(key: bytes, output: object) -> None:
+    async def step(key: bytes, message: messages.PersonMessage, partition: int) -> None:
+        stored = tables.persons.get(key)
+        state = PersonState.from_dict(orjson.loads(stored)) if stored else None
+        watermark = person_marks.get(partition, (NOT_YET, 0.0))[0]
+        state, outputs = step_person(state, message, person_id=key.decode(), config=config,
+                                     watermark_ms=watermark)
+        tables.persons[key] = orjson.dumps(state.to_dict())
+        for output in outputs:
+            await execute(key, output, partition)
+
+    async def advance_watermark(partition: int, device_partition: int, low: int) -> None:
+        """Release the persons of this partition whose held billing the watermark has passed;
+        when the watermark has stalled for `watermark_stall_ms`, release them all."""
+        views = person_views.setdefault(partition, {})
+        views[device_partition] = low
+        mark = person_watermark(views, settings.partitions)
+        previous, since = person_marks.get(partition, (NOT_YET, time.monotonic()))
+        if mark > previous:
+            person_marks[partition] = (mark, time.monotonic())
+        elif time.monotonic() - since >= config.watermark_stall_ms / 1000:
+            metrics.watermark_stalls.inc()
+            mark = END_OF_TIME
+        else:
+            return
+        waiting = [key for key, value in tables.held_revenue.items()
+                   if _held_until(value, partition, mark)]
+        for key in waiting:
+            await step(key, messages.ReleaseHeld(key.decode(), mark), partition)
+
+    async def execute(key: bytes, output: object, partition: int) -> None:
         if isinstance(output, Credit):
             metrics.credits_emitted.labels(output.model, output.kind).inc()
             await topics.credits.send(key=key, value=orjson.dumps(credit_record(output)))
@@ -144,20 +230,22 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             metrics.late_touches.inc()
         elif isinstance(output, HoldStarted):
             metrics.revenue_held.inc()
-            tables.held_revenue[key] = str(wall_ms()).encode()
+            tables.held_revenue[key] = orjson.dumps([partition, output.ts])
         elif isinstance(output, HoldEnded):
-            metrics.revenue_released.labels(output.cause).inc(output.count)
-            tables.held_revenue.pop(key, None)
+            metrics.revenue_released.inc(output.count)
+            if output.waiting_ts is None:
+                tables.held_revenue.pop(key, None)
+            else:
+                tables.held_revenue[key] = orjson.dumps([partition, output.waiting_ts])
         elif isinstance(output, MrrMovement):
             metrics.mrr_movements.labels(output.kind).inc()
 
-    @app.timer(interval=5.0)
-    async def release_expired_holds() -> None:
-        """Ask persons whose revenue waited too long for a signup to go ahead (in-stream)."""
-        now = wall_ms()
-        for key in list(tables.held_revenue.keys()):
-            stored = tables.persons.get(key)
-            if stored and hold_expired(PersonState.from_dict(orjson.loads(stored)), now, config):
-                release = messages.ReleaseHeld(key.decode())
-                await topics.person_events.send(key=key, value=orjson.dumps(
-                    messages.encode(release)))
+
+def _held_until(value: bytes, partition: int, mark: int) -> bool:
+    held_partition, waiting_ts = orjson.loads(value)
+    return held_partition == partition and waiting_ts <= mark
+
+
+def _committed(app: faust.App, tp) -> int | None:
+    """The group's committed offset of `tp` as the consumer learnt it at assignment."""
+    return app.consumer._committed_offset.get(tp)  # Faust keeps it; there is no public getter

@@ -19,6 +19,7 @@ class Metrics:
     credits_emitted: Counter
     revenue_held: Counter
     revenue_released: Counter
+    watermark_stalls: Counter
     late_touches: Counter
     mrr_movements: Counter
     processing_latency: Histogram
@@ -53,11 +54,14 @@ def create_metrics() -> Metrics:
             ["model", "kind"], registry=registry),
         revenue_held=Counter(
             "personify_revenue_events_held_total",
-            "Revenue events that arrived before the person's signup and waited for it.",
+            "Revenue events that waited for the touch watermark (they overtook touches).",
             registry=registry),
         revenue_released=Counter(
             "personify_revenue_events_released_total",
-            "Held revenue events released, by cause (signup, timeout).", ["cause"],
+            "Held revenue events that went ahead.", registry=registry),
+        watermark_stalls=Counter(
+            "personify_watermark_stalls_total",
+            "Times a stalled touch watermark let waiting revenue go ahead without it.",
             registry=registry),
         late_touches=Counter(
             "personify_late_touches_total",

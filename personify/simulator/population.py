@@ -32,6 +32,7 @@ import orjson
 
 from personify.sdk import (
     TopicKind,
+    kind_of_payload,
     page_view_payload,
     payment_payload,
     refund_payload,
@@ -229,7 +230,7 @@ AI_REFERRERS = ("https://chatgpt.com/", "https://www.perplexity.ai/", "https://c
                 "https://gemini.google.com/")
 PARTNER_REFERRERS = ("https://blog.northwind-partners.com/tools-we-use",
                      "https://www.saasweekly.io/issue-112", "https://www.g2.com/categories/analytics",
-                     "https://medium.com/@dataops/our-stack")
+                     "https://www.revopsinsider.com/attribution-tools")
 CAMPAIGNS = ("brand", "q1-pipeline", "revenue-analytics", "attribution-guide", "webinar-followup")
 AFFILIATES = ("partnerstack", "impact", "saas-reviews")
 AD_NETWORKS = ("adroll", "stackadapt", "criteo")
@@ -335,7 +336,7 @@ COMPANY_WORDS = (("Blue", "Northern", "Bright", "Silver", "Quiet", "Rapid", "Ope
                  ("Labs", "Systems", "Group", "Analytics", "Health", "Logistics", "Studio"))
 ANNUAL_DISCOUNT = 0.85
 REFUND_RATE = 0.03
-REACTIVATION_RATE = 0.2
+REACTIVATION_RATE = 0.25
 
 
 def _token(rng: random.Random, length: int) -> str:
@@ -584,7 +585,7 @@ class _Household:
             roll = rng.random()
             if renews and roll < churn:
                 self._change(person, moment, subscription_id, plan, 0)
-                anchor = moment + rng.randint(10, 60) * DAY_MS
+                anchor = moment + rng.randint(7, 45) * DAY_MS
                 if rng.random() >= REACTIVATION_RATE or anchor >= self.end_ms:
                     return
                 mrr = person.prices.round(mrr * rng.uniform(0.8, 1.1))
@@ -592,14 +593,15 @@ class _Household:
                 self._change(person, anchor, subscription_id, plan, mrr)
                 self._pay(person, anchor + 2 * SECOND_MS, self._term_amount(person, mrr, annual))
                 continue
-            if roll < churn + segment.expansion:
+            roll -= churn
+            if 0 <= roll < segment.expansion:
                 expanded = person.prices.round(mrr * rng.uniform(1.1, 1.7))
                 self._change(person, moment, subscription_id, plan, expanded)
                 months_left = term_months - 1 - month % term_months
                 if annual and months_left:
                     self._pay(person, moment + 2 * SECOND_MS, (expanded - mrr) * months_left)
                 mrr = expanded
-            elif renews and roll < churn + segment.expansion + segment.contraction:
+            elif renews and 0 <= roll - segment.expansion < segment.contraction:
                 contracted = person.prices.round(mrr * rng.uniform(0.55, 0.9))
                 if contracted < mrr:
                     self._change(person, moment, subscription_id, plan, contracted)
@@ -747,10 +749,6 @@ _OUT_OF_RANGE_TS = (86_400_000, 4_102_444_800_000)
 """1970-01-02 and 2100-01-01: outside any sane acceptance window."""
 
 
-def _topic_kind(value: dict[str, Any]) -> TopicKind:
-    return {"page_view/1": "page_views", "signup/1": "signups"}.get(value["schema"], "billing")
-
-
 def _defective(event: SimEvent, kind: TopicKind, rng: random.Random) -> SimEvent:
     """A defective sibling of a well-formed event, a little later in the stream."""
     assert event.value is not None
@@ -795,7 +793,7 @@ def _with_defects(events: list[SimEvent], share: float, rng: random.Random) -> l
     if share <= 0:
         return events
     odds = share / (1 - share)
-    extra = [_defective(event, _topic_kind(event.value), rng)
+    extra = [_defective(event, kind_of_payload(event.value), rng)
              for event in events if event.value is not None and rng.random() < odds]
     return events + extra
 

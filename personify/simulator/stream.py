@@ -17,17 +17,18 @@ from personify.simulator.population import (
 )
 
 
-def _encode(event: SimEvent) -> list[Any]:
+def encode_event(event: SimEvent) -> list[Any]:
+    """An event as a JSON-able list, for spilled runs (`decode_event` reads it back)."""
     return [event.ts, event.topic, event.key, event.value, event.raw, event.defect]
 
 
-def _decode(fields: list[Any]) -> SimEvent:
+def decode_event(fields: list[Any]) -> SimEvent:
     return SimEvent(*fields)
 
 
 def time_ordering(config: SimulationConfig) -> TimeOrderedMerge[SimEvent]:
     """The merge `generate` uses by default: `config.max_pending` events in memory at most."""
-    return TimeOrderedMerge(config.max_pending, _encode, _decode, config.spill_dir)
+    return TimeOrderedMerge(config.max_pending, encode_event, decode_event, config.spill_dir)
 
 
 def generate(

@@ -9,11 +9,11 @@ from processors.person import (
     PersonState,
     Processed,
     ProfileChanged,
-    hold_expired,
     step_person,
 )
 from processors.revenue import Credit
 from processors.touch import Touch
+from processors.watermarks import END_OF_TIME, NOT_YET
 from schemas.events import Campaign, PageView, Payment, Refund, Signup, Traits
 
 CONFIG = PipelineConfig()
@@ -36,10 +36,11 @@ def payment(event_id, ts, amount=1000):
     return billed(Payment(event_id, ts, "ada", amount, "USD"))
 
 
-def run(messages, state=None, now_ms=0):
+def run(messages, state=None, watermark=END_OF_TIME):
     outputs = []
     for message in messages:
-        state, out = step_person(state, message, person_id="ada", config=CONFIG, now_ms=now_ms)
+        state, out = step_person(state, message, person_id="ada", config=CONFIG,
+                                 watermark_ms=watermark)
         outputs.extend(out)
     return state, outputs
 
@@ -48,24 +49,32 @@ def credits(outputs, model="first_touch"):
     return [o for o in outputs if isinstance(o, Credit) and o.model == model]
 
 
-def test_a_payment_before_the_signup_waits_and_is_credited_to_the_touches_released_with_it():
-    state, outputs = run([payment("pay-1", 10 * DAY)])
-    assert [type(o) for o in outputs] == [HoldStarted]
+def test_a_payment_ahead_of_the_touch_watermark_waits_for_the_touches_that_precede_it():
+    state, outputs = run([payment("pay-1", 10 * DAY)], watermark=NOT_YET)
+    assert outputs == [HoldStarted("ada", 10 * DAY)]
+    state, outputs = run([touch("t1", 1 * DAY), signup(2 * DAY)], state, watermark=9 * DAY)
     assert state.held and not credits(outputs)
-    state, outputs = run([touch("t1", 1 * DAY), signup(2 * DAY)], state)
-    assert any(isinstance(o, HoldEnded) and o.cause == "signup" for o in outputs)
+    state, outputs = run([ReleaseHeld("ada", 10 * DAY)], state)
+    assert HoldEnded("ada", 1, None) in outputs
     [credit] = credits(outputs)
     assert credit.acquisition_channel == "Paid Search"
     assert not state.held
 
 
-def test_held_revenue_is_released_by_the_timer_after_the_hold_time():
-    state, _ = run([payment("pay-1", 10 * DAY)], now_ms=1_000)
-    assert not hold_expired(state, 1_000 + CONFIG.revenue_hold_ms - 1, CONFIG)
-    assert hold_expired(state, 1_000 + CONFIG.revenue_hold_ms, CONFIG)
-    state, outputs = run([ReleaseHeld("ada")], state)
-    assert credits(outputs)[0].acquisition_channel == "Unattributed"
-    assert any(isinstance(o, HoldEnded) and o.cause == "timeout" for o in outputs)
+def test_held_billing_goes_ahead_in_arrival_order_up_to_the_watermark():
+    state, _ = run([payment("pay-1", 3 * DAY), payment("pay-2", 5 * DAY),
+                    payment("pay-3", 4 * DAY)], watermark=NOT_YET)
+    state, outputs = run([ReleaseHeld("ada", 4 * DAY)], state)
+    assert [c.revenue_event_id for c in credits(outputs)] == ["pay-1"]
+    assert HoldEnded("ada", 1, 5 * DAY) in outputs
+    state, outputs = run([ReleaseHeld("ada", 5 * DAY)], state)
+    assert [c.revenue_event_id for c in credits(outputs)] == ["pay-2", "pay-3"]
+
+
+def test_billing_behind_held_billing_waits_even_when_the_watermark_passed_it():
+    state, _ = run([payment("pay-1", 3 * DAY)], watermark=NOT_YET)
+    state, outputs = run([payment("pay-2", 1 * DAY)], state, watermark=2 * DAY)
+    assert not credits(outputs) and len(state.held) == 2
 
 
 def test_a_touch_arriving_after_the_conversion_it_predates_is_late_and_changes_nothing():
@@ -107,7 +116,7 @@ def test_person_state_survives_a_round_trip_through_its_stored_form():
 def test_every_internal_message_survives_encoding():
     view = PageView("pv", 1, "dev-1", None, "https://x.test/", None, Campaign(source="news"))
     for message in (touch("t1", 5), Link("ada", "dev-1", 3, "su", "signup"), signup(4),
-                    ReleaseHeld("ada"), payment("pay-1", 9),
+                    ReleaseHeld("ada", 7), payment("pay-1", 9),
                     Sourced(view, Source("page-views-v1", 1, 2, "{}")),
                     Sourced(Signup("su", 1, "dev-1", "ada", Traits(plan="pro")),
                             Source("signups-v1", 0, 0, "{}"))):

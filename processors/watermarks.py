@@ -1,0 +1,47 @@
+"""Touch watermarks: how far in event time the touchpoint path has been fully delivered.
+
+Billing reaches the person stage by a shorter path than touchpoints (which are stitched on the
+device stage first), so in a replay a payment can overtake the touches that precede it. The
+validating stage marks, per input partition of page views and signups, the newest event time it
+has forwarded; the marks travel *behind* the forwarded events through every device partition to
+every person partition, so when a person partition's watermark reaches `t`, every touch with
+event time ≤ `t` (from partitions written in time order) has already arrived there.
+
+A partition with no backlog does not hold the watermark back (`IDLE`), so live traffic and the
+end of a replay release everything; a partition not heard of yet holds it at `NOT_YET`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+NOT_YET = -(2**62)
+"""Watermark while some input partition is not known yet: every billing event waits."""
+END_OF_TIME = 2**62
+"""Watermark when no input partition has a backlog: nothing needs to wait."""
+
+Marks = Mapping[str, int | None]
+"""Per input partition (`"topic:partition"`), the newest forwarded event time, None when idle."""
+
+
+def input_mark(newest_ts: int | None, position: int | None, highwater: int | None) -> int | None:
+    """The mark of one input partition: None (idle) when fully consumed, else its newest time."""
+    if highwater is not None and position is not None and position >= highwater:
+        return None
+    return NOT_YET if newest_ts is None else newest_ts
+
+
+def low_watermark(marks: Marks, expected_partitions: int) -> int:
+    """The least mark over all `expected_partitions` input partitions; idle ones do not count."""
+    if len(marks) < expected_partitions:
+        return NOT_YET
+    busy = [mark for mark in marks.values() if mark is not None]
+    return min(busy) if busy else END_OF_TIME
+
+
+def person_watermark(views: Mapping[int, int], device_partitions: int) -> int:
+    """A person partition's watermark: the least of the views of all device partitions, each
+    the `low_watermark` that device partition forwarded last."""
+    if len(views) < device_partitions:
+        return NOT_YET
+    return min(views.values())
