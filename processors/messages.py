@@ -30,6 +30,8 @@ class Source:
     partition: int
     offset: int
     raw: str
+    validated_at_ms: int = 0
+    """Wall-clock time the event was validated (for watermark freshness, DESIGN.md §9)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +44,11 @@ class Sourced:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseHeld:
-    """Bill the person's held events with event time up to `upto_ms` (the watermark passed)."""
+    """Bill the person's held events that the watermark has passed."""
 
     person_id: str
     upto_ms: int
+    fresh_ms: int
 
 
 PersonMessage = StitchedTouch | Link | SignupSeen | Sourced | ReleaseHeld
@@ -94,7 +97,8 @@ def encode(message: PersonMessage | Sourced) -> dict[str, Any]:
         return {"k": "link", **_flat(message)}
     if isinstance(message, SignupSeen):
         return {"k": "signup", **_flat(message), "traits": _flat(message.traits)}
-    return {"k": "release", "person_id": message.person_id, "upto_ms": message.upto_ms}
+    return {"k": "release", "person_id": message.person_id, "upto_ms": message.upto_ms,
+            "fresh_ms": message.fresh_ms}
 
 
 def decode(data: dict[str, Any]) -> PersonMessage:

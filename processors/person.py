@@ -7,7 +7,7 @@ Race policy (DESIGN.md §9): billing and touchpoints travel different paths, so 
 payment can arrive long before the touches that precede it in event time. A person's billing
 waits, in order, until the touch watermark passes its event time: every page view and signup
 up to that time has been stitched and delivered ahead of the watermark on this ordered stream
-(see `processors/watermarks.py`). The shell releases it with `ReleaseHeld(upto_ms)`. Touches
+(see `processors/watermarks.py`). The shell releases it with `ReleaseHeld`. Touches
 that still arrive after a conversion they predate (late input) are counted and never change
 frozen weights: no credit is lost or doubled.
 """
@@ -41,6 +41,7 @@ from processors.revenue import (
 )
 from processors.segments import segment_of
 from processors.touch import Touch
+from processors.watermarks import ANY_TIME, Watermark
 
 STATE_VERSION = 1
 MAX_TOUCHES = 500
@@ -149,9 +150,9 @@ def step_person(
     *,
     person_id: str,
     config: PipelineConfig,
-    watermark_ms: int,
+    watermark: Watermark,
 ) -> tuple[PersonState, list[PersonOutput]]:
-    """Fold one message in; billing later than `watermark_ms` (the touch watermark) waits."""
+    """Fold one message in; billing the touch `watermark` has not passed yet waits."""
     current = state or PersonState(identity=PersonIdentity.new(person_id))
     outputs: list[PersonOutput] = []
     if isinstance(message, StitchedTouch):
@@ -165,13 +166,14 @@ def step_person(
         current = replace(current, identity=apply_signup(current.identity, message),
                           signup_count=current.signup_count + 1)
     elif isinstance(message, ReleaseHeld):
-        current = _release(current, message.upto_ms, outputs, config)
-    elif current.held or message.event.ts > watermark_ms:
+        current = _release(current, Watermark(message.upto_ms, message.fresh_ms), outputs,
+                           config)
+    elif current.held or not _passed(watermark, message):
         if not current.held:
             outputs.append(HoldStarted(person_id, message.event.ts))
         current = replace(current, held=(*current.held, Held(message)))
         if len(current.held) > MAX_HELD:
-            current = _release(current, current.held[0].message.event.ts, outputs, config)
+            current = _release(current, ANY_TIME, outputs, config, limit=1)
     else:
         current = _bill(current, message, outputs, config)
     if any(isinstance(o, (Credit, MrrMovement, Processed)) for o in outputs) or isinstance(
@@ -206,11 +208,16 @@ def _insert_in_time_order(touches: tuple[Touch, ...], touch: Touch) -> tuple[Tou
     return (*touches[:position], touch, *touches[position:])
 
 
-def _release(state: PersonState, upto_ms: int, outputs: list[PersonOutput],
-             config: PipelineConfig) -> PersonState:
-    """Bill the held events up to the first one later than `upto_ms`, keeping arrival order."""
+def _passed(watermark: Watermark, message: Sourced) -> bool:
+    return watermark.passed(message.event.ts, message.source.validated_at_ms)
+
+
+def _release(state: PersonState, watermark: Watermark, outputs: list[PersonOutput],
+             config: PipelineConfig, limit: int | None = None) -> PersonState:
+    """Bill held events up to the first the watermark has not passed, keeping arrival order."""
     count = 0
-    while count < len(state.held) and state.held[count].message.event.ts <= upto_ms:
+    most = len(state.held) if limit is None else limit
+    while count < most and _passed(watermark, state.held[count].message):
         count += 1
     if count == 0:
         return state
@@ -272,5 +279,4 @@ def profile_record(state: PersonState, config: PipelineConfig) -> dict[str, Any]
 
 
 def _source_dict(source: Source) -> dict[str, Any]:
-    return {"topic": source.topic, "partition": source.partition, "offset": source.offset,
-            "raw": source.raw}
+    return {f.name: getattr(source, f.name) for f in fields(source)}

@@ -40,8 +40,9 @@ from processors.revenue import Credit, MrrMovement, credit_record
 from processors.touchpoints import detect_touch
 from processors.validation import Rejection, decode
 from processors.watermarks import (
-    END_OF_TIME,
-    NOT_YET,
+    ANY_TIME,
+    NO_WATERMARK,
+    Watermark,
     input_mark,
     low_watermark,
     person_watermark,
@@ -68,9 +69,9 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     # the internal partitions it owns; all rebuilt from the streams after a restart.
     newest_ts: dict[str, int] = {}
     next_offset: dict[str, int] = {}
-    device_views: dict[int, dict[str, int | None]] = {}
-    person_views: dict[int, dict[int, int]] = {}
-    person_marks: dict[int, tuple[int, float]] = {}
+    device_views: dict[int, dict[str, tuple[int | None, int]]] = {}
+    person_views: dict[int, dict[int, Watermark]] = {}
+    person_marks: dict[int, tuple[Watermark, float]] = {}
     last_broadcast = [0.0]
 
     async def dead_letter(key: bytes | None, raw: bytes, topic: str, partition: int, offset: int,
@@ -97,7 +98,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                                          app.consumer.highwater(tp))
         expected = sum(app.consumer.topic_partitions(t) or settings.partitions
                        for t in touch_topics)
-        record = orjson.dumps({"k": "wm", "marks": marks, "expected": expected})
+        record = orjson.dumps({"k": "wm", "marks": marks, "expected": expected,
+                               "at": wall_ms()})
         for partition in range(settings.partitions):
             await topics.device_events.send(value=record, partition=partition)
 
@@ -114,7 +116,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 await dead_letter(event.key, raw, msg.topic, msg.partition, msg.offset,
                                   result.reason, result.message)
             else:
-                source = messages.Source(msg.topic, msg.partition, msg.offset, raw.decode())
+                source = messages.Source(msg.topic, msg.partition, msg.offset, raw.decode(),
+                                         validated_at_ms=wall_ms())
                 record = orjson.dumps(messages.encode(messages.Sourced(result, source)))
                 if msg.topic in touch_topics:
                     await topics.device_events.send(key=result.anonymous_id.encode(),
@@ -167,9 +170,10 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
 
     async def forward_marks(device_partition: int, data: dict) -> None:
         view = device_views.setdefault(device_partition, {})
-        view.update(data["marks"])
-        record = orjson.dumps({"k": "wm", "q": device_partition,
-                               "low": low_watermark(view, data["expected"])})
+        view.update({name: (mark, data["at"]) for name, mark in data["marks"].items()})
+        low = low_watermark({name: mark for name, (mark, _) in view.items()}, data["expected"])
+        fresh = min(at for _, at in view.values()) if view else 0
+        record = orjson.dumps({"k": "wm", "q": device_partition, "upto": low, "fresh": fresh})
         for partition in range(settings.partitions):
             await topics.person_events.send(value=record, partition=partition)
 
@@ -179,38 +183,40 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             data = orjson.loads(event.value)
             partition = event.message.partition
             if data["k"] == "wm":
-                await advance_watermark(partition, data["q"], data["low"])
+                await advance_watermark(partition, data["q"],
+                                        Watermark(data["upto"], data["fresh"]))
                 continue
             await step(event.key, messages.decode(data), partition)
 
     async def step(key: bytes, message: messages.PersonMessage, partition: int) -> None:
         stored = tables.persons.get(key)
         state = PersonState.from_dict(orjson.loads(stored)) if stored else None
-        watermark = person_marks.get(partition, (NOT_YET, 0.0))[0]
+        watermark = person_marks.get(partition, (NO_WATERMARK, 0.0))[0]
         state, outputs = step_person(state, message, person_id=key.decode(), config=config,
-                                     watermark_ms=watermark)
+                                     watermark=watermark)
         tables.persons[key] = orjson.dumps(state.to_dict())
         for output in outputs:
             await execute(key, output, partition)
 
-    async def advance_watermark(partition: int, device_partition: int, low: int) -> None:
+    async def advance_watermark(partition: int, device_partition: int, view: Watermark) -> None:
         """Release the persons of this partition whose held billing the watermark has passed;
-        when the watermark has stalled for `watermark_stall_ms`, release them all."""
+        when its event time has not moved for `watermark_stall_ms`, release them all."""
         views = person_views.setdefault(partition, {})
-        views[device_partition] = low
+        views[device_partition] = view
         mark = person_watermark(views, settings.partitions)
-        previous, since = person_marks.get(partition, (NOT_YET, time.monotonic()))
-        if mark > previous:
-            person_marks[partition] = (mark, time.monotonic())
-        elif time.monotonic() - since >= config.watermark_stall_ms / 1000:
-            metrics.watermark_stalls.inc()
-            mark = END_OF_TIME
-        else:
-            return
+        previous, since = person_marks.get(partition, (NO_WATERMARK, time.monotonic()))
+        if mark.upto_ms != previous.upto_ms:
+            since = time.monotonic()
+        person_marks[partition] = (mark, since)
+        if time.monotonic() - since >= config.watermark_stall_ms / 1000:
+            mark = ANY_TIME
         waiting = [key for key, value in tables.held_revenue.items()
-                   if _held_until(value, partition, mark)]
+                   if _held_until(value, partition, mark.upto_ms)]
+        if waiting and mark is ANY_TIME:
+            metrics.watermark_stalls.inc()
         for key in waiting:
-            await step(key, messages.ReleaseHeld(key.decode(), mark), partition)
+            await step(key, messages.ReleaseHeld(key.decode(), mark.upto_ms, mark.fresh_ms),
+                       partition)
 
     async def execute(key: bytes, output: object, partition: int) -> None:
         if isinstance(output, Credit):

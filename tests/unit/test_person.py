@@ -13,7 +13,7 @@ from processors.person import (
 )
 from processors.revenue import Credit
 from processors.touch import Touch
-from processors.watermarks import END_OF_TIME, NOT_YET
+from processors.watermarks import ANY_TIME, END_OF_TIME, NO_WATERMARK, Watermark
 from schemas.events import Campaign, PageView, Payment, Refund, Signup, Traits
 
 CONFIG = PipelineConfig()
@@ -36,11 +36,11 @@ def payment(event_id, ts, amount=1000):
     return billed(Payment(event_id, ts, "ada", amount, "USD"))
 
 
-def run(messages, state=None, watermark=END_OF_TIME):
+def run(messages, state=None, watermark=ANY_TIME):
     outputs = []
     for message in messages:
         state, out = step_person(state, message, person_id="ada", config=CONFIG,
-                                 watermark_ms=watermark)
+                                 watermark=watermark)
         outputs.extend(out)
     return state, outputs
 
@@ -50,11 +50,11 @@ def credits(outputs, model="first_touch"):
 
 
 def test_a_payment_ahead_of_the_touch_watermark_waits_for_the_touches_that_precede_it():
-    state, outputs = run([payment("pay-1", 10 * DAY)], watermark=NOT_YET)
+    state, outputs = run([payment("pay-1", 10 * DAY)], watermark=NO_WATERMARK)
     assert outputs == [HoldStarted("ada", 10 * DAY)]
-    state, outputs = run([touch("t1", 1 * DAY), signup(2 * DAY)], state, watermark=9 * DAY)
+    state, outputs = run([touch("t1", 1 * DAY), signup(2 * DAY)], state, watermark=Watermark(9 * DAY, END_OF_TIME))
     assert state.held and not credits(outputs)
-    state, outputs = run([ReleaseHeld("ada", 10 * DAY)], state)
+    state, outputs = run([ReleaseHeld("ada", 10 * DAY, END_OF_TIME)], state)
     assert HoldEnded("ada", 1, None) in outputs
     [credit] = credits(outputs)
     assert credit.acquisition_channel == "Paid Search"
@@ -63,17 +63,26 @@ def test_a_payment_ahead_of_the_touch_watermark_waits_for_the_touches_that_prece
 
 def test_held_billing_goes_ahead_in_arrival_order_up_to_the_watermark():
     state, _ = run([payment("pay-1", 3 * DAY), payment("pay-2", 5 * DAY),
-                    payment("pay-3", 4 * DAY)], watermark=NOT_YET)
-    state, outputs = run([ReleaseHeld("ada", 4 * DAY)], state)
+                    payment("pay-3", 4 * DAY)], watermark=NO_WATERMARK)
+    state, outputs = run([ReleaseHeld("ada", 4 * DAY, END_OF_TIME)], state)
     assert [c.revenue_event_id for c in credits(outputs)] == ["pay-1"]
     assert HoldEnded("ada", 1, 5 * DAY) in outputs
-    state, outputs = run([ReleaseHeld("ada", 5 * DAY)], state)
+    state, outputs = run([ReleaseHeld("ada", 5 * DAY, END_OF_TIME)], state)
     assert [c.revenue_event_id for c in credits(outputs)] == ["pay-2", "pay-3"]
 
 
+def test_a_watermark_older_than_the_billing_validation_is_not_trusted():
+    message = Sourced(Payment("pay-1", DAY, "ada", 10, "USD"),
+                      Source("billing-v1", 0, 0, "{}", validated_at_ms=5_000))
+    _, outputs = run([message], watermark=Watermark(END_OF_TIME, 4_999))
+    assert outputs == [HoldStarted("ada", DAY)]
+    _, outputs = run([message], watermark=Watermark(END_OF_TIME, 5_000))
+    assert credits(outputs)
+
+
 def test_billing_behind_held_billing_waits_even_when_the_watermark_passed_it():
-    state, _ = run([payment("pay-1", 3 * DAY)], watermark=NOT_YET)
-    state, outputs = run([payment("pay-2", 1 * DAY)], state, watermark=2 * DAY)
+    state, _ = run([payment("pay-1", 3 * DAY)], watermark=NO_WATERMARK)
+    state, outputs = run([payment("pay-2", 1 * DAY)], state, watermark=Watermark(2 * DAY, END_OF_TIME))
     assert not credits(outputs) and len(state.held) == 2
 
 
@@ -116,7 +125,7 @@ def test_person_state_survives_a_round_trip_through_its_stored_form():
 def test_every_internal_message_survives_encoding():
     view = PageView("pv", 1, "dev-1", None, "https://x.test/", None, Campaign(source="news"))
     for message in (touch("t1", 5), Link("ada", "dev-1", 3, "su", "signup"), signup(4),
-                    ReleaseHeld("ada", 7), payment("pay-1", 9),
+                    ReleaseHeld("ada", 7, END_OF_TIME), payment("pay-1", 9),
                     Sourced(view, Source("page-views-v1", 1, 2, "{}")),
                     Sourced(Signup("su", 1, "dev-1", "ada", Traits(plan="pro")),
                             Source("signups-v1", 0, 0, "{}"))):

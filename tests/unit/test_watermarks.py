@@ -3,6 +3,8 @@ from processors.watermarks import (
     NOT_YET,
     input_mark,
     low_watermark,
+    NO_WATERMARK,
+    Watermark,
     person_watermark,
 )
 
@@ -33,5 +35,14 @@ def test_an_unheard_input_partition_holds_the_watermark():
 
 
 def test_a_person_partition_waits_for_every_device_partition():
-    assert person_watermark({0: 10, 1: 20}, device_partitions=3) == NOT_YET
-    assert person_watermark({0: 10, 1: 20, 2: 15}, device_partitions=3) == 10
+    views = {0: Watermark(10, 100), 1: Watermark(20, 90)}
+    assert person_watermark(views, device_partitions=3) == NO_WATERMARK
+    views[2] = Watermark(15, 120)
+    assert person_watermark(views, device_partitions=3) == Watermark(10, 90)
+
+
+def test_a_watermark_passes_events_it_covers_and_knew_about():
+    watermark = Watermark(upto_ms=100, fresh_ms=1_000)
+    assert watermark.passed(100, validated_at_ms=1_000)
+    assert not watermark.passed(101, validated_at_ms=0)
+    assert not watermark.passed(5, validated_at_ms=1_001)
