@@ -135,10 +135,15 @@ class TouchDropped:
 
 @dataclass(frozen=True, slots=True)
 class Duplicate:
-    """A later copy of an event already processed; dropped, counted by `kind`."""
+    """A later copy of an event already processed; dropped, counted by `kind`.
+
+    `replay` is True when the copy comes from the very same input message (same origin): the
+    pipeline re-reading after a crash, not a producer sending twice.
+    """
 
     event_id: str
     kind: str
+    replay: bool = False
 
 
 DeviceOutput = StitchedTouch | Link | SignupSeen | LinkRefused | TouchDropped | Duplicate
@@ -179,8 +184,8 @@ class DeviceState:
     """Latest page view of the device, whoever viewed it (visit detection)."""
     newest_ts: int | None = None
     """Latest event time of the device (pending expiry)."""
-    seen: tuple[tuple[str, str], ...] = ()
-    """(kind, event_id) of the most recently arrived events, oldest first (de-duplication)."""
+    seen: tuple[tuple[str, str, str], ...] = ()
+    """(kind, event_id, origin) of the most recently arrived events, oldest first."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -204,7 +209,7 @@ class DeviceState:
             pending=tuple(touch_from_dict(t) for t in data["pending"]),
             last_view_ts=data["last_view_ts"],
             newest_ts=data["newest_ts"],
-            seen=tuple((kind, event_id) for kind, event_id in data["seen"]),
+            seen=tuple((kind, event_id, origin) for kind, event_id, origin in data["seen"]),
         )
 
 
@@ -235,20 +240,24 @@ def step_device(
     *,
     detect_touch: DetectTouch,
     config: IdentityConfig,
+    origin: str = "",
 ) -> tuple[DeviceState, tuple[DeviceOutput, ...]]:
     """Apply one page view or signup of a device; return the new state and the decisions.
 
+    `origin` names the input message (topic, partition, offset) so that a replay of it can be
+    told from a second copy sent by a producer.
     A duplicate (same kind and event id among the remembered ones) changes nothing. Released
     pending touches come before the `Link` that released them; a logged-in view's `Link` comes
     before its own touch.
     """
     state = state or DeviceState()
     kind = SIGNUP_KIND if isinstance(event, Signup) else PAGE_VIEW_KIND
-    key = (kind, event.event_id)
-    if key in state.seen:
-        return state, (Duplicate(event.event_id, kind),)
+    for seen_kind, seen_id, seen_origin in state.seen:
+        if seen_id == event.event_id and seen_kind == kind:
+            replay = bool(origin) and origin == seen_origin
+            return state, (Duplicate(event.event_id, kind, replay),)
     outputs: list[DeviceOutput] = []
-    state = _advance(state, key, event.ts, outputs, config)
+    state = _advance(state, (kind, event.event_id, origin), event.ts, outputs, config)
     if isinstance(event, Signup):
         state = _on_signup(state, event, outputs, config)
     else:
@@ -258,7 +267,7 @@ def step_device(
 
 def _advance(
     state: DeviceState,
-    key: tuple[str, str],
+    key: tuple[str, str, str],
     ts: int,
     outputs: list[DeviceOutput],
     config: IdentityConfig,

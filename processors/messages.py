@@ -33,6 +33,11 @@ class Source:
     validated_at_ms: int = 0
     """Wall-clock time the event was validated (for watermark freshness, DESIGN.md §9)."""
 
+    @property
+    def origin(self) -> str:
+        """The input message's identity: the same after a re-read, different for a copy."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
 
 @dataclass(frozen=True, slots=True)
 class Sourced:

@@ -14,6 +14,7 @@ frozen weights: no credit is lost or doubled.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -66,6 +67,8 @@ class PersonState:
     held: tuple[Held, ...] = ()
     touchpoint_count: int = 0
     signup_count: int = 0
+    origins: Mapping[str, str] = field(default_factory=dict)
+    """Accepted billing event id → the input message it came from (tells replays from copies)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +80,7 @@ class PersonState:
                      for h in self.held],
             "touchpoints": self.touchpoint_count,
             "signups": self.signup_count,
+            "origins": dict(self.origins),
         }
 
     @classmethod
@@ -91,6 +95,7 @@ class PersonState:
                        for h in data["held"]),
             touchpoint_count=data["touchpoints"],
             signup_count=data["signups"],
+            origins=data["origins"],
         )
 
 
@@ -109,6 +114,13 @@ class Processed:
 
     source_topic: str
     event_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """The same input message again (re-read after a crash): its effects are already out."""
+
+    source_topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +152,8 @@ class ProfileChanged:
     record: dict[str, Any]
 
 
-PersonOutput = (Credit | MrrMovement | DeadLetter | Processed | LinkRefused | LateTouch
-                | HoldStarted | HoldEnded | ProfileChanged)
+PersonOutput = (Credit | MrrMovement | DeadLetter | Processed | Replayed | LinkRefused
+                | LateTouch | HoldStarted | HoldEnded | ProfileChanged)
 
 
 def step_person(
@@ -168,6 +180,8 @@ def step_person(
     elif isinstance(message, ReleaseHeld):
         current = _release(current, Watermark(message.upto_ms, message.fresh_ms), outputs,
                            config)
+    elif _is_replay(current, message):
+        outputs.append(Replayed(message.source.topic))
     elif current.held or not _passed(watermark, message):
         if not current.held:
             outputs.append(HoldStarted(person_id, message.event.ts))
@@ -246,9 +260,17 @@ def _bill(state: PersonState, message: Sourced, outputs: list[PersonOutput],
             outputs.append(DeadLetter(result.reason, result.message, message.source))
         else:
             outputs.append(result)
-    if revenue is not state.revenue:
-        outputs.append(Processed(message.source.topic, event.ts))
-    return replace(state, revenue=revenue)
+    if revenue is state.revenue:
+        return state
+    outputs.append(Processed(message.source.topic, event.ts))
+    return replace(state, revenue=revenue,
+                   origins={**state.origins, event.event_id: message.source.origin})
+
+
+def _is_replay(state: PersonState, message: Sourced) -> bool:
+    origin = message.source.origin
+    return state.origins.get(message.event.event_id) == origin or any(
+        held.message.source.origin == origin for held in state.held)
 
 
 def profile_record(state: PersonState, config: PipelineConfig) -> dict[str, Any]:

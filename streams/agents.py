@@ -34,6 +34,7 @@ from processors.person import (
     PersonState,
     Processed,
     ProfileChanged,
+    Replayed,
     step_person,
 )
 from processors.revenue import Credit, MrrMovement, credit_record
@@ -146,12 +147,14 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             stored = tables.devices.get(event.key)
             state = DeviceState.from_dict(orjson.loads(stored)) if stored else None
             state, outputs = step_device(state, sourced.event, detect_touch=detect,
-                                         config=config.identity)
-            tables.devices[event.key] = orjson.dumps(state.to_dict())
+                                         config=config.identity, origin=sourced.source.origin)
             duplicate = False
             for output in outputs:
                 if isinstance(output, Duplicate):
                     duplicate = True
+                    if output.replay:
+                        metrics.replayed.labels(sourced.source.topic).inc()
+                        continue
                     await dead_letter_source(event.key, sourced.source, "duplicate_event_id",
                                              f"event_id {output.event_id!r} was already "
                                              "processed")
@@ -167,6 +170,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                         value=orjson.dumps(messages.encode(output)))
             if not duplicate:
                 metrics.events_processed.labels(sourced.source.topic).inc()
+                # State last: if it is durable, the outputs sent before it are too.
+                tables.devices[event.key] = orjson.dumps(state.to_dict())
 
     async def forward_marks(device_partition: int, data: dict) -> None:
         view = device_views.setdefault(device_partition, {})
@@ -194,9 +199,9 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         watermark = person_marks.get(partition, (NO_WATERMARK, 0.0))[0]
         state, outputs = step_person(state, message, person_id=key.decode(), config=config,
                                      watermark=watermark)
-        tables.persons[key] = orjson.dumps(state.to_dict())
         for output in outputs:
             await execute(key, output, partition)
+        tables.persons[key] = orjson.dumps(state.to_dict())  # last, as in stitch_identities
 
     async def advance_watermark(partition: int, device_partition: int, view: Watermark) -> None:
         """Release the persons of this partition whose held billing the watermark has passed;
@@ -232,6 +237,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 max(0.0, (wall_ms() - output.event_ts) / 1000))
         elif isinstance(output, LinkRefused):
             metrics.link_refusals.labels(output.reason).inc()
+        elif isinstance(output, Replayed):
+            metrics.replayed.labels(output.source_topic).inc()
         elif isinstance(output, LateTouch):
             metrics.late_touches.inc()
         elif isinstance(output, HoldStarted):

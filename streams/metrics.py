@@ -21,6 +21,7 @@ class Metrics:
     revenue_released: Counter
     watermark_stalls: Counter
     late_touches: Counter
+    replayed: Counter
     mrr_movements: Counter
     processing_latency: Histogram
     table_keys: Gauge
@@ -67,6 +68,10 @@ def create_metrics() -> Metrics:
             "personify_late_touches_total",
             "Touches that reached a person after the conversion they predate (not credited).",
             registry=registry),
+        replayed=Counter(
+            "personify_replayed_events_total",
+            "Input messages read again after a crash; their effects were already out.",
+            ["topic"], registry=registry),
         mrr_movements=Counter(
             "personify_mrr_movements_total", "MRR movements, by kind.", ["kind"],
             registry=registry),

@@ -240,6 +240,17 @@ def test_a_second_copy_of_an_event_is_a_duplicate_and_changes_nothing():
     assert again is state
 
 
+def test_reading_the_same_input_message_again_is_a_replay_not_a_duplicate():
+    state, _ = step_device(None, view("v1", 1), detect_touch=touch_of, config=CONFIG,
+                           origin="page-views-v1:0:7")
+    _, replayed = step_device(state, view("v1", 1), detect_touch=touch_of, config=CONFIG,
+                              origin="page-views-v1:0:7")
+    _, copied = step_device(state, view("v1", 1), detect_touch=touch_of, config=CONFIG,
+                            origin="page-views-v1:0:8")
+    assert replayed == (Duplicate("v1", "page_view", replay=True),)
+    assert copied == (Duplicate("v1", "page_view", replay=False),)
+
+
 def test_duplicates_are_by_topic_kind_and_event_id():
     _, outputs = run([view("x", 1), signup("x", 2)])
     assert not any(isinstance(o, Duplicate) for o in outputs)

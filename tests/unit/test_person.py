@@ -1,3 +1,5 @@
+import itertools
+
 from processors.config import PipelineConfig
 from processors.identity import Link, SignupSeen, StitchedTouch
 from processors.messages import ReleaseHeld, Source, Sourced, decode, encode
@@ -9,6 +11,7 @@ from processors.person import (
     PersonState,
     Processed,
     ProfileChanged,
+    Replayed,
     step_person,
 )
 from processors.revenue import Credit
@@ -28,12 +31,16 @@ def signup(ts, size=250):
     return SignupSeen("ada", "dev-1", ts, f"su-{ts}", Traits(company_size=size))
 
 
-def billed(event, offset=0):
-    return Sourced(event, Source("billing-v1", 0, offset, "{}"))
+OFFSETS = itertools.count(100)
 
 
-def payment(event_id, ts, amount=1000):
-    return billed(Payment(event_id, ts, "ada", amount, "USD"))
+def billed(event, offset=None):
+    return Sourced(event, Source("billing-v1", 0, next(OFFSETS) if offset is None else offset,
+                                 "{}"))
+
+
+def payment(event_id, ts, amount=1000, offset=None):
+    return billed(Payment(event_id, ts, "ada", amount, "USD"), offset)
 
 
 def run(messages, state=None, watermark=ANY_TIME):
@@ -52,7 +59,8 @@ def credits(outputs, model="first_touch"):
 def test_a_payment_ahead_of_the_touch_watermark_waits_for_the_touches_that_precede_it():
     state, outputs = run([payment("pay-1", 10 * DAY)], watermark=NO_WATERMARK)
     assert outputs == [HoldStarted("ada", 10 * DAY)]
-    state, outputs = run([touch("t1", 1 * DAY), signup(2 * DAY)], state, watermark=Watermark(9 * DAY, END_OF_TIME))
+    state, outputs = run([touch("t1", 1 * DAY), signup(2 * DAY)], state,
+                         watermark=Watermark(9 * DAY, END_OF_TIME))
     assert state.held and not credits(outputs)
     state, outputs = run([ReleaseHeld("ada", 10 * DAY, END_OF_TIME)], state)
     assert HoldEnded("ada", 1, None) in outputs
@@ -82,7 +90,8 @@ def test_a_watermark_older_than_the_billing_validation_is_not_trusted():
 
 def test_billing_behind_held_billing_waits_even_when_the_watermark_passed_it():
     state, _ = run([payment("pay-1", 3 * DAY)], watermark=NO_WATERMARK)
-    state, outputs = run([payment("pay-2", 1 * DAY)], state, watermark=Watermark(2 * DAY, END_OF_TIME))
+    state, outputs = run([payment("pay-2", 1 * DAY)], state,
+                         watermark=Watermark(2 * DAY, END_OF_TIME))
     assert not credits(outputs) and len(state.held) == 2
 
 
@@ -130,3 +139,22 @@ def test_every_internal_message_survives_encoding():
                     Sourced(Signup("su", 1, "dev-1", "ada", Traits(plan="pro")),
                             Source("signups-v1", 0, 0, "{}"))):
         assert decode(encode(message)) == message
+
+
+def test_reading_the_same_billing_message_again_changes_nothing_and_is_no_dead_letter():
+    state, _ = run([signup(DAY), payment("pay-1", 2 * DAY, offset=1)])
+    again, outputs = run([payment("pay-1", 2 * DAY, offset=1)], state)
+    assert outputs == [Replayed("billing-v1")]
+    assert again == state
+
+
+def test_a_copy_from_another_message_is_a_duplicate():
+    state, _ = run([signup(DAY), payment("pay-1", 2 * DAY)])
+    _, outputs = run([billed(Payment("pay-1", 2 * DAY, "ada", 1000, "USD"), offset=9)], state)
+    assert [o.reason for o in outputs if isinstance(o, DeadLetter)] == ["duplicate_event_id"]
+
+
+def test_a_replay_of_held_billing_is_not_held_twice():
+    state, _ = run([payment("pay-1", 2 * DAY, offset=1)], watermark=NO_WATERMARK)
+    state, outputs = run([payment("pay-1", 2 * DAY, offset=1)], state, watermark=NO_WATERMARK)
+    assert outputs == [Replayed("billing-v1")] and len(state.held) == 1

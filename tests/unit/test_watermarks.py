@@ -1,10 +1,10 @@
 from processors.watermarks import (
     END_OF_TIME,
+    NO_WATERMARK,
     NOT_YET,
+    Watermark,
     input_mark,
     low_watermark,
-    NO_WATERMARK,
-    Watermark,
     person_watermark,
 )
 
