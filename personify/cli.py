@@ -13,6 +13,7 @@ from personify.stack.processes import StackError
 TOOL_COMMANDS = {
     "simulate": ("personify.simulator", "generate a realistic population of events"),
     "send": ("personify.send", "produce a JSONL file of events to the input topics"),
+    "credits": ("personify.credits", "running credit totals by model and channel"),
 }
 
 

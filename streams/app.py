@@ -44,6 +44,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     from personify.stack.topics import ensure_topics
 
     ensure_topics(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
