@@ -254,6 +254,30 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             metrics.mrr_movements.labels(output.kind).inc()
 
 
+def register_health(app: faust.App, pipeline: Pipeline) -> None:
+    """Gauges read from the worker's own assignment, so a lost partition stops counting."""
+    metrics, tables, names = pipeline.metrics, pipeline.tables, pipeline.settings.topics
+    streamed = {*names.inputs(), names.device_events, names.person_events}
+
+    @app.timer(interval=5.0)
+    async def measure_lag() -> None:
+        lag: dict[str, int] = {}
+        for tp in app.consumer.assignment():
+            if tp.topic not in streamed:
+                continue
+            end, done = app.consumer.highwater(tp), _committed(app, tp)
+            if end is not None:
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - (done or 0))
+        metrics.consumer_lag.clear()
+        for topic, behind in lag.items():
+            metrics.consumer_lag.labels(topic).set(behind)
+
+    @app.timer(interval=30.0)
+    async def measure_tables() -> None:
+        for name in ("devices", "persons", "held_revenue"):
+            metrics.table_keys.labels(name).set(len(getattr(tables, name)))
+
+
 def _held_until(value: bytes, partition: int, mark: int) -> bool:
     held_partition, waiting_ts = orjson.loads(value)
     return held_partition == partition and waiting_ts <= mark

@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> faust.App:
     from streams import agents, web
 
     agents.register(app, pipeline)
+    agents.register_health(app, pipeline)
     web.register(app, pipeline)
     return app
 

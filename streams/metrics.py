@@ -25,6 +25,7 @@ class Metrics:
     mrr_movements: Counter
     processing_latency: Histogram
     table_keys: Gauge
+    consumer_lag: Gauge
 
 
 def create_metrics() -> Metrics:
@@ -83,4 +84,8 @@ def create_metrics() -> Metrics:
         table_keys=Gauge(
             "personify_table_keys", "Keys held in this worker's active partitions, by table.",
             ["table"], registry=registry),
+        consumer_lag=Gauge(
+            "personify_consumer_lag_messages",
+            "Messages behind the end of the partitions this worker owns, by topic.", ["topic"],
+            registry=registry),
     )
