@@ -72,7 +72,9 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     next_offset: dict[str, int] = {}
     device_views: dict[int, dict[str, tuple[int | None, int]]] = {}
     person_views: dict[int, dict[int, Watermark]] = {}
-    person_marks: dict[int, tuple[Watermark, float]] = {}
+    person_marks: dict[int, Watermark] = {}
+    waiting_since: dict[int, float] = {}
+    """Per person partition, since when revenue has waited without the watermark moving."""
     last_broadcast = [0.0]
 
     async def dead_letter(key: bytes | None, raw: bytes, topic: str, partition: int, offset: int,
@@ -196,7 +198,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def step(key: bytes, message: messages.PersonMessage, partition: int) -> None:
         stored = tables.persons.get(key)
         state = PersonState.from_dict(orjson.loads(stored)) if stored else None
-        watermark = person_marks.get(partition, (NO_WATERMARK, 0.0))[0]
+        watermark = person_marks.get(partition, NO_WATERMARK)
         state, outputs = step_person(state, message, person_id=key.decode(), config=config,
                                      watermark=watermark)
         for output in outputs:
@@ -205,20 +207,24 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
 
     async def advance_watermark(partition: int, device_partition: int, view: Watermark) -> None:
         """Release the persons of this partition whose held billing the watermark has passed;
-        when its event time has not moved for `watermark_stall_ms`, release them all."""
+        when revenue has waited `watermark_stall_ms` without the watermark moving, all of it."""
         views = person_views.setdefault(partition, {})
         views[device_partition] = view
         mark = person_watermark(views, settings.partitions)
-        previous, since = person_marks.get(partition, (NO_WATERMARK, time.monotonic()))
-        if mark.upto_ms != previous.upto_ms:
-            since = time.monotonic()
-        person_marks[partition] = (mark, since)
-        if time.monotonic() - since >= config.watermark_stall_ms / 1000:
+        previous = person_marks.get(partition, NO_WATERMARK)
+        person_marks[partition] = mark
+        now = time.monotonic()
+        if mark.upto_ms != previous.upto_ms and partition in waiting_since:
+            waiting_since[partition] = now
+        stalled = now - waiting_since.get(partition, now) >= config.watermark_stall_ms / 1000
+        if stalled:
             mark = ANY_TIME
         waiting = [key for key, value in tables.held_revenue.items()
                    if _held_until(value, partition, mark.upto_ms)]
-        if waiting and mark is ANY_TIME:
-            metrics.watermark_stalls.inc()
+        if stalled:
+            waiting_since.pop(partition)
+            if waiting:
+                metrics.watermark_stalls.inc()
         for key in waiting:
             await step(key, messages.ReleaseHeld(key.decode(), mark.upto_ms, mark.fresh_ms),
                        partition)
@@ -243,6 +249,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             metrics.late_touches.inc()
         elif isinstance(output, HoldStarted):
             metrics.revenue_held.inc()
+            waiting_since.setdefault(partition, time.monotonic())
             tables.held_revenue[key] = orjson.dumps([partition, output.ts])
         elif isinstance(output, HoldEnded):
             metrics.revenue_released.inc(output.count)
