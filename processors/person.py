@@ -40,6 +40,7 @@ from processors.revenue import (
     RevenueState,
     apply_billing,
 )
+from processors.channels import UNATTRIBUTED
 from processors.segments import segment_of
 from processors.touch import Touch
 from processors.watermarks import ANY_TIME, Watermark
@@ -117,6 +118,18 @@ class Processed:
 
 
 @dataclass(frozen=True, slots=True)
+class Converted:
+    """The person's first payment: a new customer of `acquisition_channel` in `segment`."""
+
+    person_id: str
+    ts: int
+    acquisition_channel: str
+    segment: str
+    first_touch_ts: int | None
+    """None for an Unattributed customer (no journey): time to convert is unknown."""
+
+
+@dataclass(frozen=True, slots=True)
 class Replayed:
     """The same input message again (re-read after a crash): its effects are already out."""
 
@@ -152,8 +165,8 @@ class ProfileChanged:
     record: dict[str, Any]
 
 
-PersonOutput = (Credit | MrrMovement | DeadLetter | Processed | Replayed | LinkRefused
-                | LateTouch | HoldStarted | HoldEnded | ProfileChanged)
+PersonOutput = (Credit | MrrMovement | Converted | DeadLetter | Processed | Replayed
+                | LinkRefused | LateTouch | HoldStarted | HoldEnded | ProfileChanged)
 
 
 def step_person(
@@ -262,6 +275,11 @@ def _bill(state: PersonState, message: Sourced, outputs: list[PersonOutput],
             outputs.append(result)
     if revenue is state.revenue:
         return state
+    if state.revenue.conversion_ts is None and revenue.conversion_ts is not None:
+        segment = segment_of(state.identity.traits, config.segments)
+        outputs.append(Converted(state.identity.person_id, revenue.conversion_ts,
+                                 revenue.acquisition_channel or UNATTRIBUTED, segment,
+                                 revenue.first_touch_ts))
     outputs.append(Processed(message.source.topic, event.ts))
     return replace(state, revenue=revenue,
                    origins={**state.origins, event.event_id: message.source.origin})

@@ -4,6 +4,7 @@ from processors.config import PipelineConfig
 from processors.identity import Link, SignupSeen, StitchedTouch
 from processors.messages import ReleaseHeld, Source, Sourced, decode, encode
 from processors.person import (
+    Converted,
     DeadLetter,
     HoldEnded,
     HoldStarted,
@@ -158,3 +159,10 @@ def test_a_replay_of_held_billing_is_not_held_twice():
     state, _ = run([payment("pay-1", 2 * DAY, offset=1)], watermark=NO_WATERMARK)
     state, outputs = run([payment("pay-1", 2 * DAY, offset=1)], state, watermark=NO_WATERMARK)
     assert outputs == [Replayed("billing-v1")] and len(state.held) == 1
+
+
+def test_the_first_payment_makes_a_new_customer_of_the_acquisition_channel():
+    _, outputs = run([touch("t1", DAY), signup(2 * DAY, size=5000), payment("pay-1", 3 * DAY),
+                      payment("pay-2", 4 * DAY)])
+    assert [o for o in outputs if isinstance(o, Converted)] == [
+        Converted("ada", 3 * DAY, "Paid Search", "Enterprise", DAY)]
