@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 
 def _reader(bootstrap: str) -> Consumer:
@@ -42,11 +44,12 @@ def payload_bytes(bootstrap: str, topics: list[str], timeout_s: float = 300.0) -
         consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in ends])
         remaining = {(tp.topic, tp.partition): end for tp, end in ends.items()}
         sizes = dict.fromkeys(topics, 0)
+        deadline = time.monotonic() + timeout_s
         while remaining:
-            batch = consumer.consume(num_messages=5000, timeout=timeout_s)
-            if not batch:
-                raise TimeoutError(f"no records within {timeout_s} s; still to read: {remaining}")
-            for message in batch:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not read within {timeout_s} s: {remaining}")
+            # consume() waits for a full batch or its timeout, so the timeout stays short
+            for message in consumer.consume(num_messages=5000, timeout=0.2):
                 if message.error():
                     continue
                 place = (message.topic(), message.partition())
@@ -56,3 +59,14 @@ def payload_bytes(bootstrap: str, topics: list[str], timeout_s: float = 300.0) -
         return sizes
     finally:
         consumer.close()
+
+
+def produce_patiently(producer: Producer, topic: str, value: bytes, key: bytes | None) -> None:
+    """Produce one record; when librdkafka's local queue is full, serve deliveries and retry."""
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            break
+        except BufferError:
+            producer.poll(0.05)
+    producer.poll(0)

@@ -40,11 +40,13 @@ class ToolRate:
 
 def producer_performance(settings: Settings, topic: str, records: int,
                          payload_file: Path) -> ToolRate:
-    """Produce `records` values drawn from `payload_file` as fast as possible, acks=all."""
+    """Produce `records` values drawn from `payload_file` as fast as possible, acks=all, with
+    batches as large as librdkafka's default (the JVM client's 16 KiB would cap it lower)."""
     output = _run_tool(
         settings, "ProducerPerformance", "--topic", topic, "--num-records", str(records),
         "--throughput", "-1", "--payload-file", str(payload_file), "--producer-props",
-        f"bootstrap.servers={settings.kafka_bootstrap}", "acks=all", "linger.ms=5")
+        f"bootstrap.servers={settings.kafka_bootstrap}", "acks=all", "linger.ms=5",
+        "batch.size=1000000")
     summaries = _PRODUCER_SUMMARY.findall(output)
     if not summaries:
         raise RuntimeError(f"no summary in ProducerPerformance's output:\n{output[-2000:]}")

@@ -6,6 +6,7 @@ random token; cleaning up deletes exactly the topics and groups whose names carr
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import tempfile
@@ -53,9 +54,10 @@ class Sandbox:
         return AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
 
     def create_topic(self, topic: str) -> None:
-        future = self.admin().create_topics(
+        admin = self.admin()  # kept referenced: the future fails once its client is collected
+        futures = admin.create_topics(
             [NewTopic(topic, num_partitions=self.settings.partitions, replication_factor=1)])
-        future[topic].result()
+        futures[topic].result()
 
     def own_topics(self) -> list[str]:
         return sorted(t for t in self.admin().list_topics(timeout=10).topics if self.token in t)
@@ -76,10 +78,8 @@ class Sandbox:
                   if self.token in g.group_id]
         if groups:
             for future in admin.delete_consumer_groups(groups).values():
-                try:
+                with contextlib.suppress(Exception):  # a group still closing just expires
                     future.result()
-                except Exception:  # noqa: BLE001 - a group still shutting down is left to expire
-                    pass
         if not keep_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return topics

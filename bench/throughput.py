@@ -35,6 +35,8 @@ class Throughput:
     peak_rss_mb: float
     last_input_consumed_s: float
     """When the last input event was read, from /ready (credits may follow later)."""
+    read_events_per_s: float
+    """The input side alone: events over `last_input_consumed_s`."""
 
 
 def drain_backlog(worker: WorkerProcess, sandbox: Sandbox, backlog: Backlog,
@@ -48,7 +50,7 @@ def drain_backlog(worker: WorkerProcess, sandbox: Sandbox, backlog: Backlog,
         f"toward {backlog.expected_credits:,} credit records")
     credits_topic = sandbox.settings.topics.credits
     bootstrap = sandbox.settings.kafka_bootstrap
-    last_report = consumed_all_at = 0.0
+    last_report, consumed_all_at = ready_at, 0.0
     while True:
         now = time.monotonic()
         credits = end_offsets(bootstrap, [credits_topic])[credits_topic]
@@ -63,20 +65,20 @@ def drain_backlog(worker: WorkerProcess, sandbox: Sandbox, backlog: Backlog,
                 consumed_all_at = now
             if now - last_report >= REPORT_EVERY_S:
                 last_report = now
-                say(f"  {consumed:,.0f} / {backlog.events:,} events consumed, {credits:,} / "
-                    f"{backlog.expected_credits:,} credits, "
-                    f"{(consumed - consumed_at_ready) / (now - ready_at):,.0f} events/s")
+                say(f"  {consumed:,.0f} / {backlog.events:,} events read, {credits:,} / "
+                    f"{backlog.expected_credits:,} credit records out")
         time.sleep(POLL_S)
     done_at = time.monotonic()
     after = worker.usage()
     seconds = done_at - ready_at
     measured = backlog.events - int(consumed_at_ready)
     cpu = after.cpu_s - before.cpu_s
+    read_s = (consumed_all_at or done_at) - ready_at
     return Throughput(
         start_to_ready_s=ready_s, events_measured=measured, seconds=seconds,
         events_per_s=measured / seconds, cpu_s_per_1000_events=1000 * cpu / measured,
         cpu_utilisation=cpu / seconds, peak_rss_mb=after.peak_rss_bytes / 2**20,
-        last_input_consumed_s=(consumed_all_at or done_at) - ready_at)
+        last_input_consumed_s=read_s, read_events_per_s=measured / read_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,6 @@ from processors.attribution import MODELS
 LIVE_SEED_OFFSET = 1_000
 """The live stream's seed is the backlog's plus this: a different, still fixed population."""
 
-EVENTS_PER_PERSON = 5.0
-"""A little under what the simulator writes per person (about 5.7): enough people for a need."""
-
 
 def simulate(out: Path, *, people: int, seed: int) -> Path:
     """Write the events of `people` simulated people (defaults otherwise) to `out`."""
@@ -101,12 +98,15 @@ class LiveEvent:
     topic: str
     key: bytes | None
     value: dict[str, Any] | None
-    """A contract payload whose `ts` is set to its scheduled send time, or None for raw bytes."""
+    """A contract payload, or None for raw bytes (sent as they are)."""
     raw: bytes | None
     revenue_event_id: str | None
 
-    def encode(self, ts_ms: int) -> bytes:
-        return self.raw if self.value is None else orjson.dumps({**self.value, "ts": ts_ms})
+    def encode(self, ts_ms: int | None = None) -> bytes:
+        """The bytes to send; `ts_ms` re-times a payload (its `ts` becomes that instant)."""
+        if self.value is None:
+            return self.raw
+        return orjson.dumps(self.value if ts_ms is None else {**self.value, "ts": ts_ms})
 
 
 def live_stream(path: Path, settings: Settings) -> list[LiveEvent]:
@@ -123,7 +123,3 @@ def live_stream(path: Path, settings: Settings) -> list[LiveEvent]:
             key = value["user_id"] if topic == settings.topics.billing else value["anonymous_id"]
             events.append(LiveEvent(topic, key.encode(), value, None, revenue_event_id(line)))
     return events
-
-
-def people_for(events: int) -> int:
-    return int(events / EVENTS_PER_PERSON) + 100

@@ -14,6 +14,7 @@ TOOL_COMMANDS = {
     "simulate": ("personify.simulator", "generate a realistic population of events"),
     "send": ("personify.send", "produce a JSONL file of events to the input topics"),
     "credits": ("personify.credits", "running credit totals by model and channel"),
+    "views": ("personify.views", "rebuild Redis's serving views from Kafka"),
 }
 
 

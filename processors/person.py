@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from processors.channels import UNATTRIBUTED
 from processors.config import PipelineConfig
 from processors.identity import (
     Link,
@@ -40,7 +41,6 @@ from processors.revenue import (
     RevenueState,
     apply_billing,
 )
-from processors.channels import UNATTRIBUTED
 from processors.segments import segment_of
 from processors.touch import Touch
 from processors.watermarks import ANY_TIME, Watermark
@@ -48,6 +48,8 @@ from processors.watermarks import ANY_TIME, Watermark
 STATE_VERSION = 1
 MAX_TOUCHES = 500
 """Touchpoints kept per person (the newest); a journey longer than this is truncated."""
+MAX_JOURNEY = 100
+"""Touchpoints published on a profile (the newest)."""
 MAX_HELD = 1000
 """Billing events a person may hold; beyond it the oldest goes ahead without waiting."""
 
@@ -307,6 +309,7 @@ def profile_record(state: PersonState, config: PipelineConfig) -> dict[str, Any]
         "mrr_minor": revenue.mrr_reporting_minor,
         "reporting_currency": config.attribution.reporting_currency,
         "first_touch_ts": state.touches[0].ts if state.touches else None,
+        "journey": [touch_to_dict(touch) for touch in state.touches[-MAX_JOURNEY:]],
         "conversion_ts": revenue.conversion_ts,
         "counts": {
             "touchpoints": state.touchpoint_count,

@@ -40,6 +40,7 @@ from processors.person import (
 from processors.revenue import Credit, MrrMovement, credit_record
 from processors.touchpoints import detect_touch
 from processors.validation import Rejection, decode
+from processors.views import credit_writes, profile_writes
 from processors.watermarks import (
     ANY_TIME,
     NO_WATERMARK,
@@ -96,7 +97,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         for tp in app.consumer.assignment():
             if tp.topic in touch_topics:
                 name = f"{tp.topic}:{tp.partition}"
-                position = next_offset.get(name, _committed(app, tp))
+                position = next_offset.get(name, _committed(app, tp) or 0)
                 marks[name] = input_mark(newest_ts.get(name), position,
                                          app.consumer.highwater(tp))
         expected = sum(app.consumer.topic_partitions(t) or settings.partitions
@@ -232,9 +233,12 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def execute(key: bytes, output: object, partition: int) -> None:
         if isinstance(output, Credit):
             metrics.credits_emitted.labels(output.model, output.kind).inc()
-            await topics.credits.send(key=key, value=orjson.dumps(credit_record(output)))
+            record = credit_record(output)
+            await topics.credits.send(key=key, value=orjson.dumps(record))
+            pipeline.views.queue(credit_writes(record))
         elif isinstance(output, ProfileChanged):
             await topics.profiles.send(key=key, value=orjson.dumps(output.record))
+            pipeline.views.queue(profile_writes(output.record))
         elif isinstance(output, DeadLetter):
             await dead_letter_source(key, output.source, output.reason, output.message)
         elif isinstance(output, Processed):
@@ -262,9 +266,14 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
 
 
 def register_health(app: faust.App, pipeline: Pipeline) -> None:
-    """Gauges read from the worker's own assignment, so a lost partition stops counting."""
+    """Gauges read from the worker's own assignment, so a lost partition stops counting;
+    and the serving views' write-behind."""
     metrics, tables, names = pipeline.metrics, pipeline.tables, pipeline.settings.topics
     streamed = {*names.inputs(), names.device_events, names.person_events}
+
+    @app.task
+    async def write_serving_views() -> None:
+        await pipeline.views.run()
 
     @app.timer(interval=5.0)
     async def measure_lag() -> None:
@@ -291,5 +300,6 @@ def _held_until(value: bytes, partition: int, mark: int) -> bool:
 
 
 def _committed(app: faust.App, tp) -> int | None:
-    """The group's committed offset of `tp` as the consumer learnt it at assignment."""
+    """The group's committed offset of `tp` as the consumer learnt it at assignment (None
+    when the group has none: it then starts from the earliest offset)."""
     return app.consumer._committed_offset.get(tp)  # Faust keeps it; there is no public getter

@@ -26,6 +26,8 @@ class Metrics:
     processing_latency: Histogram
     table_keys: Gauge
     consumer_lag: Gauge
+    redis_up: Gauge
+    view_writes_pending: Gauge
 
 
 def create_metrics() -> Metrics:
@@ -84,6 +86,12 @@ def create_metrics() -> Metrics:
         table_keys=Gauge(
             "personify_table_keys", "Keys held in this worker's active partitions, by table.",
             ["table"], registry=registry),
+        redis_up=Gauge(
+            "personify_redis_up", "1 when the last write of the serving views reached Redis.",
+            registry=registry),
+        view_writes_pending=Gauge(
+            "personify_view_writes_pending",
+            "Serving-view writes waiting for Redis (latest per key).", registry=registry),
         consumer_lag=Gauge(
             "personify_consumer_lag_messages",
             "Messages behind the end of the partitions this worker owns, by topic.", ["topic"],

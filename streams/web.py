@@ -42,3 +42,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 return denied
             body = generate_latest(pipeline.metrics.registry)
             return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    from streams import api
+
+    api.register(app, pipeline, unauthorized)

@@ -83,8 +83,11 @@ class Worker:
 
     def get(self, path: str) -> tuple[int, bytes]:
         url = f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
+        token = self.settings.api_token
+        request = urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {token}"} if token else {})
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(request, timeout=2) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()

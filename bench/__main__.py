@@ -1,0 +1,130 @@
+"""`python -m bench [--full]`: every benchmark in one run on the local stack.
+
+Order: the backlog is generated and produced; the ceilings run on it while no worker runs;
+one worker drains it (throughput, CPU, memory, what it wrote); the same worker then takes a
+second population, preloaded in part and then live at three offered rates (latency); then it
+is killed and restarted warm and cold (recovery). The run's topics and groups are deleted at
+the end, whatever happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+
+from confluent_kafka.admin import AdminClient
+
+from bench.ceilings import measure_ceilings
+from bench.latency import measure_rates, preload
+from bench.progress import say
+from bench.recovery import measure_recovery
+from bench.report import Results, machine
+from bench.sandbox import Sandbox
+from bench.throughput import drain_backlog, write_cost
+from bench.worker import WorkerProcess
+from bench.workload import LIVE_SEED_OFFSET, Backlog, live_stream, produce_backlog, simulate
+from personify.settings import Settings
+
+QUICK = {"people": 20_000, "rate_seconds": 20.0}
+FULL = {"people": 100_000, "rate_seconds": 60.0}
+SHARES = (0.25, 0.50, 0.75)
+"""Offered rates, as shares of the measured sustained throughput."""
+WARMUP_SHARE = 0.25
+"""The first quarter of each rate's run is sent but not measured."""
+PRELOAD_SHARE = 0.6
+"""The live population's first 60 % of events is preloaded; the rest is the measured stream."""
+
+
+def parse_options(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true",
+                        help=f"{FULL['people']:,} people and {FULL['rate_seconds']:.0f} s per "
+                             f"rate (default {QUICK['people']:,} and "
+                             f"{QUICK['rate_seconds']:.0f} s)")
+    parser.add_argument("--people", type=int, help="simulated people in the backlog")
+    parser.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
+    parser.add_argument("--rate-seconds", type=float, help="seconds of live stream per rate")
+    parser.add_argument("--drain-timeout", type=float, default=1800.0,
+                        help="give up on the backlog after this many seconds (default 1800)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's topics and files (for inspection)")
+    options = parser.parse_args(argv)
+    defaults = FULL if options.full else QUICK
+    options.people = options.people or defaults["people"]
+    options.rate_seconds = options.rate_seconds or defaults["rate_seconds"]
+    return options
+
+
+def run(options: argparse.Namespace, sandbox: Sandbox, worker: WorkerProcess,
+        started_at: datetime) -> Results:
+    settings = sandbox.settings
+    say(f"backlog: simulating {options.people:,} people (seed {options.seed})")
+    backlog = Backlog.of(simulate(sandbox.workdir / "backlog.jsonl", people=options.people,
+                                  seed=options.seed))
+    say(f"backlog: producing {backlog.events:,} events ({backlog.bytes / 2**20:.1f} MB)")
+    produce_s = produce_backlog(backlog, settings)
+    say(f"  produced in {produce_s:.1f} s")
+
+    ceilings = measure_ceilings(sandbox, backlog)
+
+    say("throughput: one worker, empty state, RocksDB store")
+    throughput = drain_backlog(worker, sandbox, backlog, timeout_s=options.drain_timeout)
+    say(f"  {throughput.events_per_s:,.0f} events/s, {throughput.cpu_s_per_1000_events:.3f} "
+        f"CPU-s per 1,000 events, peak RSS {throughput.peak_rss_mb:,.0f} MB")
+    say("write cost: reading the changelogs and the broker's log sizes")
+    cost = write_cost(sandbox, backlog)
+
+    live_seed = options.seed + LIVE_SEED_OFFSET
+    say(f"latency: simulating the live population ({options.people:,} people, seed {live_seed})")
+    stream = live_stream(simulate(sandbox.workdir / "live.jsonl", people=options.people,
+                                  seed=live_seed), settings)
+    cut = int(len(stream) * PRELOAD_SHARE)
+    say(f"latency: preloading its first {cut:,} events")
+    preload_incomplete = preload(settings, stream[:cut], timeout_s=options.drain_timeout,
+                                 group=sandbox.name("preload"))
+    if preload_incomplete:
+        say(f"  {preload_incomplete} preloaded revenue events still without credits")
+    latency = measure_rates(settings, stream[cut:], throughput.events_per_s, shares=SHARES,
+                            seconds=options.rate_seconds,
+                            warmup_s=WARMUP_SHARE * options.rate_seconds,
+                            drain_timeout_s=120.0, group=sandbox.name("latency"))
+
+    recovery = measure_recovery(worker, sandbox)
+    return Results(started_at=started_at, options=vars(options), machine=machine(),
+                   kafka_version=settings.kafka_version, backlog=backlog,
+                   backlog_produce_s=produce_s, ceilings=ceilings, throughput=throughput,
+                   write_cost=cost, preload_incomplete=preload_incomplete, latency=latency,
+                   recovery=recovery)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    base = Settings.from_env()
+    try:
+        AdminClient({"bootstrap.servers": base.kafka_bootstrap}).list_topics(timeout=10)
+    except Exception as exc:  # any failure here means the same
+        print(f"bench: no Kafka broker at {base.kafka_bootstrap} ({exc}); start the local "
+              "stack with `.venv/bin/personify stack up`", file=sys.stderr)
+        return 2
+    started_at = datetime.now(UTC)
+    sandbox = Sandbox.create(base)
+    worker = WorkerProcess(sandbox.settings, sandbox.workdir / "worker.log")
+    say(f"run {sandbox.token}: topics *-bench-{sandbox.token}, app id "
+        f"{sandbox.settings.app_id}, files in {sandbox.workdir}")
+    try:
+        results = run(options, sandbox, worker, started_at)
+    finally:
+        worker.stop()
+        if options.keep:
+            say(f"kept topics and {sandbox.workdir}")
+        else:
+            say(f"deleted {len(sandbox.clean_up())} topics")
+    path = results.write()
+    say(f"results: {path}")
+    print(results.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

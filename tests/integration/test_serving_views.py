@@ -1,0 +1,137 @@
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from dataclasses import replace
+
+import orjson
+import pytest
+
+from processors.attribution import MODELS
+from tests.integration.conftest import _free_port, consume, produce
+
+HOUR_MS = 3_600_000
+
+
+class RedisServer:
+    """A Redis of the test's own (append-only, so a restart keeps what was written)."""
+
+    def __init__(self, directory):
+        self.port, self.directory, self.process = _free_port(), directory, None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(self.port),
+             "--dir", str(self.directory), "--appendonly", "yes", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port).ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.1)
+        pytest.fail("test Redis did not start")
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
+
+def _events(settings, start):
+    t = settings.topics
+    return [
+        (t.page_views, b"dev-1", orjson.dumps({
+            "schema": "page_view/1", "event_id": "pv-1", "ts": start, "anonymous_id": "dev-1",
+            "user_id": None, "url": "https://www.example.com/?utm_source=google&utm_medium=cpc",
+            "referrer": None})),
+        (t.signups, b"dev-1", orjson.dumps({
+            "schema": "signup/1", "event_id": "su-1", "ts": start + HOUR_MS,
+            "anonymous_id": "dev-1", "user_id": "ada", "traits": {"company_size": 2000}})),
+    ]
+
+
+def _payment(settings, event_id, ts, amount):
+    return (settings.topics.billing, b"ada", orjson.dumps({
+        "schema": "billing/1", "event_id": event_id, "ts": ts, "user_id": "ada",
+        "kind": "payment", "amount_minor": amount, "currency": "USD"}))
+
+
+def _get(worker, path, token=None):
+    request = urllib.request.Request(
+        f"http://{worker.settings.web_host}:{worker.settings.web_port}{path}",
+        headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _eventually(check, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
+def test_views_answer_who_the_person_is_and_catch_up_after_redis_was_down(
+        settings, start_worker, redis_server):
+    settings = replace(settings, redis_url=redis_server.url)
+    worker = start_worker(settings)
+    start = int(time.time() * 1000) - 10 * HOUR_MS
+    produce(settings, [*_events(settings, start), _payment(settings, "pay-1", start + 2 * HOUR_MS,
+                                                           5_000)])
+    assert _eventually(lambda: _get(worker, "/persons/ada")[1].get("lifetime_revenue_minor")
+                       == 5_000)
+    status, person = _get(worker, "/persons/ada")
+    assert status == 200
+    assert person["anonymous_ids"] == ["dev-1"] and person["segment"] == "Enterprise"
+    assert person["journey"][0]["channel"] == "Paid Search"
+    assert {c["model"] for c in person["credits"]} == set(MODELS)
+
+    redis_server.stop()
+    produce(settings, [_payment(settings, "pay-2", start + 3 * HOUR_MS, 7_000)])
+    consume(settings, settings.topics.credits, expected=2 * len(MODELS))
+    assert _eventually(lambda: worker.metric("personify_redis_up") == 0)
+    assert worker.metric("personify_view_writes_pending") > 0
+    assert _get(worker, "/persons/ada")[0] == 503
+
+    redis_server.start()
+    assert _eventually(lambda: _get(worker, "/persons/ada")[1].get("lifetime_revenue_minor")
+                       == 12_000)
+    assert len(_get(worker, "/persons/ada")[1]["credits"]) == 2 * len(MODELS)
+    status, best = _get(worker, "/reports/best-customers?limit=5")
+    assert status == 200 and best["customers"][0]["person_id"] == "ada"
+    assert best["customers"][0]["acquisition_channel"] == "Paid Search"
+
+
+def test_api_errors_are_json_and_a_token_guards_every_route_but_health(
+        settings, start_worker, redis_server):
+    worker = start_worker(replace(settings, redis_url=redis_server.url, api_token="s3cret"))
+    assert _get(worker, "/health")[0] == 200
+    assert _get(worker, "/persons/ada") == (401, {
+        "error": "unauthorized", "message": "send Authorization: Bearer <PERSONIFY_API_TOKEN>"})
+    assert _get(worker, "/metrics")[0] == 401
+    assert _get(worker, "/ready")[0] == 401
+    assert _get(worker, "/persons/nobody", token="s3cret")[0] == 404
+    assert _get(worker, "/reports/best-customers?limit=0", token="s3cret")[0] == 400
+    assert _get(worker, "/reports/best-customers?limit=3", token="s3cret") == (
+        200, {"customers": []})
