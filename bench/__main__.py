@@ -10,6 +10,7 @@ the end, whatever happened.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from datetime import UTC, datetime
 
@@ -98,8 +99,13 @@ def run(options: argparse.Namespace, sandbox: Sandbox, worker: WorkerProcess,
                    recovery=recovery)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the clean-up below, unlike the default
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     base = Settings.from_env()
     try:
         AdminClient({"bootstrap.servers": base.kafka_bootstrap}).list_topics(timeout=10)

@@ -1,36 +1,259 @@
-"""`personify demo`: the local stack and the worker, up and ready, and where to look."""
+"""`personify demo`: the main job, end to end, with the answer at the end.
+
+Brings up the local stack and the worker, simulates a population (fixed seed, so every run
+tells the same story), sends it as fast as the pipeline takes it, waits until the worker has
+processed every event and published every credit, then prints who the best customers are and
+where they came from, checked against the simulator's ground truth, and writes the same answer
+as a self-contained HTML page. Each phase is timed.
+
+The answer is read from the output topics and limited to the simulated people, so earlier data
+on the same topics (another run, another seed) does not change it. Servers that already answer
+on the configured ports are reused, whoever started them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
-from personify.settings import Settings
+from prometheus_client.parser import text_string_to_metric_families
+from tqdm import tqdm
+
+from personify import simulator
+from personify.report import TopicReader, Truth, load_truth, render_html, render_text
+from personify.send import SendSummary, cli_client, send_file
+from personify.settings import PROJECT_ROOT, Settings
 from personify.stack import services
+from personify.stack.topics import ensure_topics
+from processors.report import CreditBook, ProfileBook, build_report
+from streams.config_files import load_pipeline_config
+
+DEFAULT_PEOPLE = 20_000
+DEFAULT_SEED = 2025
+DEFAULT_REPORT = PROJECT_ROOT / "reports" / "personify-report.html"
+POLL_S = 0.5
+SETTLE_S = 10.0
+"""Once every event is processed, how long the credits may stay short of the expected count
+before the report goes ahead with what was published."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-worker", action="store_true", help="bring up only the servers")
+    parser.add_argument("--people", type=int, default=DEFAULT_PEOPLE,
+                        help=f"people to simulate (default {DEFAULT_PEOPLE:,})")
+    parser.add_argument("--days", type=int, default=90, help="simulated days (default 90)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"random seed (default {DEFAULT_SEED}: the same story every run)")
+    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT,
+                        help="where to write the HTML report (default reports/"
+                             "personify-report.html)")
+    parser.add_argument("--stall-timeout", type=float, default=180.0,
+                        help="give up when the worker makes no progress for this many seconds")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+# ---------------------------------------------------------------------------------- phases
+
+
+@dataclass
+class Phases:
+    """Wall time of each phase, printed at the end."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    @contextmanager
+    def phase(self, name: str, announce: str) -> Iterator[None]:
+        print(f"==> {announce}", flush=True)
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.monotonic() - t0
+
+    def describe(self) -> str:
+        timings = " · ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
+        return f"phases: {timings}\ntotal {time.monotonic() - self.started:.1f} s"
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    t0 = time.monotonic()
-    print("==> local stack (Kafka, Redis, Prometheus)")
-    services.up(settings)
-    if not args.no_worker:
-        print("==> worker")
+    phases = Phases()
+    with phases.phase("stack", "local stack (Kafka, Redis, Prometheus)"):
+        bring_up_stack(settings)
+    with phases.phase("worker", "worker"):
         state = services.start_worker(settings)
-        print(f"worker                                        {state}")
+        print(f"worker on http://{settings.web_host}:{settings.web_port}: {state}")
+    with phases.phase("simulate", f"simulate {args.people:,} people over {args.days} days "
+                                  f"(seed {args.seed})"):
+        events, truth_path = simulate(args, settings)
+        truth = load_truth(truth_path)
+    population = frozenset(person.user_id for person in truth.people)
+    credits, profiles = CreditBook(population), ProfileBook(population)
+    with TopicReader(settings, settings.topics.credits) as credit_reader:
+        before = WorkerCounts.scrape(settings)
+        with phases.phase("send", f"send {events.name} to {', '.join(settings.topics.inputs())}"):
+            with cli_client(settings) as client:
+                sent = send_file(client, events, progress=not args.no_progress)
+            print(sent.describe())
+        with phases.phase("process", "wait until the worker has processed everything"):
+            complete = wait_for_pipeline(settings, sent, before, truth, credit_reader, credits,
+                                         stall_s=args.stall_timeout,
+                                         progress=not args.no_progress)
+        with phases.phase("read", f"read {settings.topics.credits} and "
+                                  f"{settings.topics.profiles}"):
+            credit_reader.read_to_end(credits.add)
+            with TopicReader(settings, settings.topics.profiles) as profile_reader:
+                profile_reader.read_to_end(profiles.add)
+            print(f"{credits.ledger.records:,} credits ({credits.ledger.duplicates:,} duplicates "
+                  f"ignored) and {len(profiles.latest):,} profiles of the simulated people; "
+                  f"{credits.ignored + profiles.ignored:,} records of other people skipped")
+    movements = WorkerCounts.scrape(settings).movements_since(before)
+    with phases.phase("report", "the answer"):
+        config = load_pipeline_config(settings).attribution
+        report = build_report(
+            profiles, credits, models=config.models, currency=config.reporting_currency,
+            exponent=config.currency_table[config.reporting_currency].exponent,
+            truth=truth.people, mrr_movements=movements)
+        title = (f"{args.people:,} people simulated over {args.days} days (seed {args.seed}): "
+                 f"{sent.delivered:,} events")
+        print(render_text(report, title=title))
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(render_html(report, title=title, footer=(
+            f"Read from {settings.topics.profiles} and {settings.topics.credits} on "
+            f"{settings.kafka_bootstrap}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.")))
+    print(where_to_look(settings, args.report))
+    if not complete:
+        print("\nthe pipeline did not finish in time: the answer above is partial")
+    print(phases.describe())
+    return 0 if complete and sent.ok else 1
+
+
+# ---------------------------------------------------------------------------------- steps
+
+
+def bring_up_stack(settings: Settings) -> None:
+    """`services.up` for the servers that do not answer yet; answering ones are reused."""
+    answering = [name for name, server in services.servers(settings).items()
+                 if server.process.pid() is None and server.ready()]
+    for name in answering:
+        print(f"{services.servers(settings)[name].describe():<45} answering (reused)")
+    services.up(settings, tuple(n for n in services.SERVICE_NAMES if n not in answering))
+    if "kafka" in answering:
+        created = ensure_topics(settings)
+        if created:
+            print(f"created topics ({settings.partitions} partitions): {', '.join(created)}")
+
+
+def simulate(args: argparse.Namespace, settings: Settings) -> tuple[Path, Path]:
+    """Write the population and its truth under the cache dir with `personify simulate`."""
+    folder = settings.cache_dir / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{args.people}-people-{args.days}-days-seed-{args.seed}"
+    events, truth = folder / f"events-{stem}.jsonl", folder / f"truth-{stem}.json"
+    parser = argparse.ArgumentParser()
+    simulator.add_arguments(parser)
+    options = ["--people", str(args.people), "--days", str(args.days), "--seed", str(args.seed),
+               "--out", str(events), "--truth", str(truth)]
+    code = simulator.run(parser.parse_args(options + ["--no-progress"] * args.no_progress),
+                         settings)
+    if code != 0:
+        raise ValueError(f"the simulator failed with exit code {code}")
+    return events, truth
+
+
+@dataclass(frozen=True)
+class WorkerCounts:
+    """The worker's counters that tell how far it got (process-local: compare two scrapes)."""
+
+    consumed: float = 0.0
+    finished: float = 0.0
+    """Processed or dead-lettered: consumed = processed + dead-lettered once all is through."""
+    dead_lettered: float = 0.0
+    movements: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def scrape(cls, settings: Settings) -> WorkerCounts:
+        request = urllib.request.Request(
+            f"http://{settings.web_host}:{settings.web_port}/metrics",
+            headers={"Authorization": f"Bearer {settings.api_token}"} if settings.api_token
+            else {})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return cls()
+        sums: dict[str, float] = {}
+        movements: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+                if sample.name == "personify_mrr_movements_total":
+                    movements[sample.labels["kind"]] = sample.value
+        dead = sums.get("personify_dead_letters_total", 0.0)
+        return cls(consumed=sums.get("personify_events_consumed_total", 0.0),
+                   finished=sums.get("personify_events_processed_total", 0.0) + dead,
+                   dead_lettered=dead, movements=movements)
+
+    def movements_since(self, before: WorkerCounts) -> dict[str, int]:
+        return {kind: round(count - before.movements.get(kind, 0.0))
+                for kind, count in self.movements.items()}
+
+
+def wait_for_pipeline(settings: Settings, sent: SendSummary, before: WorkerCounts, truth: Truth,
+                      credit_reader: TopicReader, credits: CreditBook, *, stall_s: float,
+                      progress: bool) -> bool:
+    """Until the worker has consumed and finished every sent event and the credits topic holds
+    one credit per revenue event and model (or stops growing); False on a stall."""
+    models = load_pipeline_config(settings).attribution.models
+    expected = truth.revenue_events * len(models)
+    started = last_change = time.monotonic()
+    seen = (-1.0, -1)
+    done_at: float | None = None
+    with tqdm(total=sent.delivered, unit="events", desc="process", disable=not progress) as bar:
+        while True:
+            now = WorkerCounts.scrape(settings)
+            credit_reader.read_available(credits.add)
+            consumed, finished = now.consumed - before.consumed, now.finished - before.finished
+            bar.n = int(min(consumed, finished, sent.delivered))
+            bar.set_postfix(credits=f"{credits.ledger.records:,}/{expected:,}", refresh=False)
+            bar.refresh()
+            moment = time.monotonic()
+            if (finished, credits.ledger.records) != seen:
+                seen, last_change = (finished, credits.ledger.records), moment
+            events_done = consumed >= sent.delivered and finished >= consumed
+            if events_done and credits.ledger.records >= expected:
+                break
+            done_at = done_at or (moment if events_done else None)
+            if done_at is not None and moment - last_change >= SETTLE_S:
+                print(f"warning: {credits.ledger.records:,} credits of the {expected:,} expected "
+                      f"after {SETTLE_S:.0f} s without a new one")
+                break
+            if moment - last_change >= stall_s:
+                print(f"warning: no progress for {stall_s:.0f} s ({int(finished):,} of "
+                      f"{sent.delivered:,} events finished); see `personify stack logs worker`")
+                return False
+            time.sleep(POLL_S)
+    seconds = time.monotonic() - started
+    print(f"{int(finished):,} events processed ({int(now.dead_lettered - before.dead_lettered):,} "
+          f"dead-lettered) and {credits.ledger.records:,} credits in {seconds:.1f} s")
+    return True
+
+
+def where_to_look(settings: Settings, report: Path) -> str:
     web = f"http://{settings.web_host}:{settings.web_port}"
-    print(f"\nready in {time.monotonic() - t0:.1f} s\n"
-          f"  metrics     {web}/metrics\n"
-          f"  health      {web}/health  and  {web}/ready\n"
-          f"  Prometheus  http://127.0.0.1:{settings.prometheus_port}\n"
-          f"  Kafka       {settings.kafka_bootstrap}  (inputs: "
-          f"{', '.join(settings.topics.inputs())})\n"
-          f"  Redis       {settings.redis_url}\n\n"
-          "send events:  .venv/bin/personify simulate --people 1000 --out events.jsonl && "
-          ".venv/bin/personify send events.jsonl\n"
-          "status:       .venv/bin/personify stack status\n"
-          "stop:         .venv/bin/personify stack down")
-    return 0
+    return (f"\nHTML report  {report.resolve()}\n"
+            f"  metrics     {web}/metrics\n"
+            f"  health      {web}/health  and  {web}/ready\n"
+            f"  Prometheus  http://127.0.0.1:{settings.prometheus_port}\n"
+            f"  Kafka       {settings.kafka_bootstrap}\n"
+            f"              inputs  {', '.join(settings.topics.inputs())}\n"
+            f"              outputs {settings.topics.credits}, {settings.topics.profiles}, "
+            f"{settings.topics.dead_letters}\n"
+            f"  Redis       {settings.redis_url}\n"
+            "status:       .venv/bin/personify stack status\n"
+            "stop:         .venv/bin/personify stack down")

@@ -17,6 +17,7 @@ import faust
 import orjson
 
 from processors import messages
+from processors.aggregates import windows
 from processors.dead_letters import dead_letter_record
 from processors.identity import (
     DeviceState,
@@ -40,7 +41,7 @@ from processors.person import (
 from processors.revenue import Credit, MrrMovement, credit_record
 from processors.touchpoints import detect_touch
 from processors.validation import Rejection, decode
-from processors.views import credit_writes, profile_writes
+from processors.views import aggregate_writes, credit_writes, profile_writes
 from processors.watermarks import (
     ANY_TIME,
     NO_WATERMARK,
@@ -49,7 +50,9 @@ from processors.watermarks import (
     low_watermark,
     person_watermark,
 )
+from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
+from streams.views import revenue_share_of_top
 
 WATERMARK_INTERVAL_S = 0.05
 
@@ -189,14 +192,15 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def credit_revenue(stream: faust.StreamT) -> None:
         async for event in stream.events():
             data = orjson.loads(event.value)
-            partition = event.message.partition
+            partition, offset = event.message.partition, event.message.offset
             if data["k"] == "wm":
-                await advance_watermark(partition, data["q"],
+                await advance_watermark(partition, offset, data["q"],
                                         Watermark(data["upto"], data["fresh"]))
                 continue
-            await step(event.key, messages.decode(data), partition)
+            await step(event.key, messages.decode(data), partition, offset)
 
-    async def step(key: bytes, message: messages.PersonMessage, partition: int) -> None:
+    async def step(key: bytes, message: messages.PersonMessage, partition: int,
+                   offset: int) -> None:
         stored = tables.persons.get(key)
         state = PersonState.from_dict(orjson.loads(stored)) if stored else None
         watermark = person_marks.get(partition, NO_WATERMARK)
@@ -204,9 +208,11 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                                      watermark=watermark)
         for output in outputs:
             await execute(key, output, partition)
+        pipeline.aggregates.fold(partition, offset, key.decode(), outputs)
         tables.persons[key] = orjson.dumps(state.to_dict())  # last, as in stitch_identities
 
-    async def advance_watermark(partition: int, device_partition: int, view: Watermark) -> None:
+    async def advance_watermark(partition: int, offset: int, device_partition: int,
+                                view: Watermark) -> None:
         """Release the persons of this partition whose held billing the watermark has passed;
         when revenue has waited `watermark_stall_ms` without the watermark moving, all of it."""
         views = person_views.setdefault(partition, {})
@@ -228,7 +234,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 metrics.watermark_stalls.inc()
         for key in waiting:
             await step(key, messages.ReleaseHeld(key.decode(), mark.upto_ms, mark.fresh_ms),
-                       partition)
+                       partition, offset)
 
     async def execute(key: bytes, output: object, partition: int) -> None:
         if isinstance(output, Credit):
@@ -287,6 +293,34 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
         metrics.consumer_lag.clear()
         for topic, behind in lag.items():
             metrics.consumer_lag.labels(topic).set(behind)
+
+    def owned_person_partitions() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment()
+                if tp.topic == names.person_events}
+
+    metrics.registry.register(BusinessCollector(
+        pipeline.aggregates, pipeline.config.attribution.models,
+        pipeline.config.attribution.reporting_currency, owned_person_partitions))
+
+    @app.timer(interval=5.0)
+    async def publish_reports() -> None:
+        """Each owned partition's windows to Redis, ending at one common time so readers can
+        add partitions up (processors/aggregates.py `windows`)."""
+        states = dict(zip(sorted(owned_person_partitions()),
+                          pipeline.aggregates.keep_only(owned_person_partitions()), strict=True))
+        clocks = [s.clock_ms for s in states.values() if s.clock_ms is not None]
+        for partition, state in states.items():
+            if state.clock_ms is not None:
+                pipeline.views.queue(aggregate_writes(
+                    partition, windows(state, clock_ms=max(clocks))))
+
+    @app.timer(interval=30.0)
+    async def measure_revenue_concentration() -> None:
+        """Share of revenue from the top 20 % of customers, from the Redis leaderboard (every
+        worker sees all persons there; a ratio is not additive across workers)."""
+        share = await revenue_share_of_top(pipeline.views.client, 0.2)
+        if share is not None:
+            metrics.top_customers_revenue_share.set(share)
 
     @app.timer(interval=30.0)
     async def measure_tables() -> None:

@@ -7,7 +7,8 @@ import orjson
 from faust.web import Request, Response, View
 from redis.exceptions import RedisError
 
-from processors.views import BEST_CUSTOMERS, person_credits_key, person_key
+from processors.aggregates import WINDOWS, channel_segment_report, ltv_by_channel, sum_cells
+from processors.views import BEST_CUSTOMERS, PREFIX, person_credits_key, person_key
 from streams.context import Pipeline
 
 MAX_LIMIT = 1000
@@ -34,6 +35,40 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
             records = sorted((orjson.loads(c) for c in credits),
                              key=lambda c: (c["revenue_ts"], c["revenue_event_id"], c["model"]))
             return self.json({**orjson.loads(profile), "credits": records})
+
+    models = pipeline.config.attribution.models
+
+    @app.page("/reports/channels")
+    class Channels(View):
+        """Attributed revenue by channel × segment for a model and an event-time window, with
+        customers and lifetime revenue by acquisition channel."""
+
+        async def get(self, request: Request) -> Response:
+            if (denied := guard(self, request)) is not None:
+                return denied
+            model = request.query.get("model", models[0])
+            window = request.query.get("window", "all")
+            if model not in models:
+                return error(self, 400, "bad_model", f"model must be one of {list(models)}")
+            if window not in WINDOWS:
+                return error(self, 400, "bad_window", f"window must be one of {list(WINDOWS)}")
+            try:
+                keys = [key async for key in redis.scan_iter(f"{PREFIX}:aggregates:*")]
+                reports = await redis.mget(keys) if keys else []
+            except RedisError:
+                return error(self, 503, "views_unavailable", "Redis is not reachable; retry")
+            cells = sum_cells(orjson.loads(r)[window] for r in reports if r)
+            return self.json({
+                "model": model, "window": window,
+                "reporting_currency": pipeline.config.attribution.reporting_currency,
+                "attributed": [{"channel": r.channel, "segment": r.segment,
+                                "revenue_minor": r.revenue_minor}
+                               for r in channel_segment_report(cells, model)],
+                "acquisition": [{"channel": r.channel, "segment": r.segment,
+                                 "customers": r.customers,
+                                 "lifetime_revenue_minor": r.lifetime_revenue_minor,
+                                 "average_ltv_minor": r.average_ltv_minor}
+                                for r in ltv_by_channel(cells)]})
 
     @app.page("/reports/best-customers")
     class BestCustomers(View):

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import faust
 
 from personify.settings import Settings
+from processors.aggregates import AggregateConfig
 from processors.config import PipelineConfig
+from streams.aggregate_store import AggregateStore
 from streams.metrics import Metrics, create_metrics
 from streams.tables import TableRegistry, declare_tables
 from streams.topics import TopicRegistry, declare_topics
@@ -22,12 +24,16 @@ class Pipeline:
     tables: TableRegistry
     metrics: Metrics
     views: ServingViews
+    aggregates: AggregateStore
 
     @classmethod
     def build(cls, app: faust.App, settings: Settings) -> Pipeline:
         from streams.config_files import load_pipeline_config
 
-        metrics = create_metrics()
-        return cls(settings=settings, config=load_pipeline_config(settings),
-                   topics=declare_topics(app, settings), tables=declare_tables(app, settings),
-                   metrics=metrics, views=ServingViews(settings.redis_url, metrics))
+        metrics, config = create_metrics(), load_pipeline_config(settings)
+        tables = declare_tables(app, settings)
+        aggregates = AggregateStore(tables.aggregates,
+                                    AggregateConfig.for_models(config.attribution.models))
+        return cls(settings=settings, config=config, topics=declare_topics(app, settings),
+                   tables=tables, metrics=metrics,
+                   views=ServingViews(settings.redis_url, metrics), aggregates=aggregates)

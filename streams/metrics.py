@@ -27,6 +27,7 @@ class Metrics:
     table_keys: Gauge
     consumer_lag: Gauge
     redis_up: Gauge
+    top_customers_revenue_share: Gauge
     view_writes_pending: Gauge
 
 
@@ -86,6 +87,10 @@ def create_metrics() -> Metrics:
         table_keys=Gauge(
             "personify_table_keys", "Keys held in this worker's active partitions, by table.",
             ["table"], registry=registry),
+        top_customers_revenue_share=Gauge(
+            "personify_top_customers_revenue_share_ratio",
+            "Share of lifetime revenue from the top 20 % of paying customers (0..1).",
+            registry=registry),
         redis_up=Gauge(
             "personify_redis_up", "1 when the last write of the serving views reached Redis.",
             registry=registry),

@@ -20,7 +20,9 @@ class TableRegistry:
     persons: faust.Table
     """user_id → PersonState: identity, journey, conversion weights, payments, MRR."""
     held_revenue: faust.Table
-    """user_id → wall-clock ms when revenue first waited for the person's signup."""
+    """user_id → [partition, event time] of the person's oldest billing waiting for touches."""
+    aggregates: faust.Table
+    """"{partition}|{hour or all}|{measure group}" → cells of the rolling business aggregates."""
 
 
 def declare_tables(app: faust.App, settings: Settings) -> TableRegistry:
@@ -31,5 +33,6 @@ def declare_tables(app: faust.App, settings: Settings) -> TableRegistry:
     return TableRegistry(
         devices=table("devices", "device identity and visit state"),
         persons=table("persons", "person identity, journey and revenue state"),
-        held_revenue=table("held-revenue", "persons whose revenue waits for their signup"),
+        held_revenue=table("held-revenue", "persons whose revenue waits for the touches"),
+        aggregates=table("aggregates", "rolling aggregates by partition, hour and measure"),
     )

@@ -14,7 +14,7 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from processors.views import ViewWrite
+from processors.views import BEST_CUSTOMERS, ViewWrite
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -78,3 +78,17 @@ class ServingViews:
     @property
     def client(self) -> aioredis.Redis:
         return self._client
+
+
+async def revenue_share_of_top(client: aioredis.Redis, fraction: float) -> float | None:
+    """Share of all customers' lifetime revenue that the top `fraction` of them bring."""
+    try:
+        revenues = [score for _, score in await client.zrevrange(
+            BEST_CUSTOMERS, 0, -1, withscores=True) if score > 0]
+    except (RedisError, OSError):
+        return None
+    total = sum(revenues)
+    if not total:
+        return None
+    top = max(1, round(len(revenues) * fraction))
+    return sum(revenues[:top]) / total

@@ -1,0 +1,638 @@
+"""The demo's answer: read what the pipeline published, then print it and write it as HTML.
+
+`TopicReader` reads an output topic from its beginning with a plain assignment (no consumer
+group, nothing committed), so the report never disturbs other subscribers. The tables come
+from `processors/report.py`; this module only formats them: a plain-text report that fits an
+100-column terminal, and a self-contained HTML page (inline SVG charts, no scripts, no
+external assets). Money is shown in whole major units of the reporting currency.
+"""
+
+from __future__ import annotations
+
+import html
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from personify.settings import Settings
+from processors.report import (
+    ChannelRow,
+    ConversionTime,
+    Report,
+    TruthPerson,
+    mean_minor,
+)
+
+DAY_MS = 86_400_000
+WIDTH = 100
+MODEL_LABELS = {"first_touch": "first touch", "last_touch": "last touch",
+                "last_non_direct": "last non-dir.", "linear": "linear",
+                "position_based": "position", "time_decay": "time decay", "w_shaped": "W-shaped"}
+SHORT_MODEL_LABELS = {"first_touch": "first", "last_touch": "last",
+                      "last_non_direct": "last n-d", "linear": "linear",
+                      "position_based": "position", "time_decay": "decay", "w_shaped": "W"}
+"""Model names short enough for seven amount columns in 100 columns of text."""
+MOVEMENT_ORDER = ("new", "expansion", "contraction", "churn", "reactivation")
+SHOWN_DIFFERENCES = 8
+
+
+# ------------------------------------------------------------------------------- reading
+
+
+class TopicReader:
+    """A topic read from its first offset; `read_available` folds what has arrived so far."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"personify-report-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        self._topic = topic
+        self._partitions = list(self._consumer.list_topics(topic, timeout=10)
+                                .topics[topic].partitions)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                               for p in self._partitions])
+        self._positions = dict.fromkeys(self._partitions, 0)
+        self.messages = 0
+
+    def read_available(self, fold: Callable[[dict[str, Any]], object],
+                       budget_s: float = 0.5) -> int:
+        """Fold messages until none arrives for a moment or `budget_s` is spent."""
+        deadline = time.monotonic() + budget_s
+        read = 0
+        while time.monotonic() < deadline:
+            batch = self._consumer.consume(1000, timeout=0.1)
+            if not batch:
+                break
+            for message in batch:
+                if message.error() is not None:
+                    continue
+                self._positions[message.partition()] = message.offset() + 1
+                if message.value() is not None:  # a tombstone deletes; there is nothing to fold
+                    fold(orjson.loads(message.value()))
+                    read += 1
+        self.messages += read
+        return read
+
+    def read_to_end(self, fold: Callable[[dict[str, Any]], object],
+                    timeout_s: float = 60.0) -> None:
+        """Fold everything up to the end offsets as they are now."""
+        ends = {}
+        for partition in self._partitions:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, partition), timeout=10)
+            if high > low:  # an empty (or fully deleted) partition has nothing to wait for
+                ends[partition] = high
+        deadline = time.monotonic() + timeout_s
+        while any(self._positions[p] < end for p, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self._topic} not read to its end within {timeout_s:.0f} s")
+            self.read_available(fold)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Truth:
+    """The simulator's truth file: the signed-up people and the stream's totals."""
+
+    people: tuple[TruthPerson, ...]
+    totals: Mapping[str, Any]
+    config: Mapping[str, Any]
+
+    @property
+    def revenue_events(self) -> int:
+        """Well-formed payments and refunds: each yields one credit per model."""
+        return sum(money["payments"] + money["refunds"]
+                   for money in self.totals["currencies"].values())
+
+
+def load_truth(path: Path) -> Truth:
+    data = orjson.loads(path.read_bytes())
+    return Truth(tuple(TruthPerson.from_dict(p) for p in data["people"]), data["totals"],
+                 data["config"])
+
+
+# ------------------------------------------------------------------------------ formatting
+
+
+def money(minor: int, exponent: int) -> str:
+    """Whole major units with thousands separators (half away from zero)."""
+    return f"{mean_minor(minor, 10 ** exponent):,}"
+
+
+def percent(share: float) -> str:
+    return f"{share * 100:.1f} %"
+
+
+def days(ms: int) -> str:
+    return f"{ms / DAY_MS:.1f}"
+
+
+def _conversion_cells(conversion: ConversionTime | None) -> tuple[str, str]:
+    if conversion is None:
+        return ("–", "–")
+    return (days(conversion.median_ms), days(conversion.p90_ms))
+
+
+def text_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
+               left: int = 1, indent: int = 2) -> list[str]:
+    """Columns sized to their content, two spaces apart; the first `left` columns are
+    left-aligned, the others right-aligned (numbers)."""
+    body = [list(row) for row in rows]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *body, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [f"{cell:<{w}}" if i < left else f"{cell:>{w}}"
+                 for i, (cell, w) in enumerate(zip(cells, widths, strict=True))]
+        return (" " * indent + "  ".join(parts)).rstrip()
+
+    return [line(headers), " " * indent + "-" * (sum(widths) + 2 * (len(widths) - 1)),
+            *map(line, body)]
+
+
+# ----------------------------------------------------------------------------- text report
+
+
+def render_text(report: Report, *, title: str) -> str:
+    """The printed answer: four sections, each a few lines and tables within 100 columns."""
+    lines = [
+        "=" * WIDTH, title, _headline(report), "=" * WIDTH,
+        "", *_best_customers(report),
+        "", *_channels(report),
+        "", *_attribution(report),
+        "", *_matrix(report),
+        "", *_mrr(report),
+        "", *_truth(report),
+        "", *_consistency(report)]
+    return "\n".join(wrapped for line in lines for wrapped in _fit(line))
+
+
+def _fit(line: str) -> list[str]:
+    """A line longer than the terminal wrapped at words, continuing at its own indentation."""
+    if len(line) <= WIDTH:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip()))
+    return textwrap.wrap(line.strip(), WIDTH, initial_indent=indent,
+                         subsequent_indent=indent + "  ")
+
+
+def _headline(report: Report) -> str:
+    c = report.concentration
+    return (f"{report.people:,} known people · {c.customers:,} customers · revenue "
+            f"{report.currency} {money(c.revenue_minor, report.exponent)} · MRR "
+            f"{report.currency} {money(report.mrr_minor, report.exponent)}")
+
+
+def _best_customers(report: Report) -> list[str]:
+    c, x = report.concentration, report.exponent
+    lines = ["WHO ARE MY BEST CUSTOMERS?",
+             f"  The top {c.top_percent} % of customers ({c.top_customers:,} of "
+             f"{c.customers:,}) bring {percent(c.top_revenue_share)} of revenue."]
+    if c.power_segment is not None:
+        p = c.power_segment
+        lines.append(f"  Power segment: {p.segment}, {percent(p.customer_share)} of customers "
+                     f"bring {percent(p.revenue_share)} of revenue (LTV {report.currency} "
+                     f"{money(p.ltv_minor, x)}).")
+    lines += ["", *text_table(
+        ["segment", "customers", "of customers", f"revenue {report.currency}", "of revenue",
+         "LTV", "MRR"],
+        [[r.segment, f"{r.customers:,}", percent(r.customer_share), money(r.revenue_minor, x),
+          percent(r.revenue_share), money(r.ltv_minor, x), money(r.mrr_minor, x)]
+         for r in report.segments])]
+    return lines
+
+
+def _acquiring(report: Report) -> list[ChannelRow]:
+    return [row for row in report.channels if row.customers]
+
+
+def _channels(report: Report) -> list[str]:
+    x = report.exponent
+    overall = report.conversion
+    lines = ["WHERE DID THEY COME FROM?",
+             "  Acquisition channels by LTV (the first touch of each customer's journey); days "
+             "from first touch to conversion, median and 90th percentile."]
+    if overall is not None:
+        lines.append(f"  All customers: median {days(overall.median_ms)} days, p90 "
+                     f"{days(overall.p90_ms)} days ({overall.customers:,} measured).")
+    lines += ["", *text_table(
+        ["#", "channel", "customers", f"revenue {report.currency}", "of revenue", "LTV", "MRR",
+         "median d", "p90 d"],
+        [[str(place), r.channel, f"{r.customers:,}", money(r.revenue_minor, x),
+          percent(r.revenue_share), money(r.ltv_minor or 0, x), money(r.mrr_minor, x),
+          *_conversion_cells(r.conversion)]
+         for place, r in enumerate(_acquiring(report), start=1)], left=2)]
+    return lines
+
+
+def _attribution(report: Report) -> list[str]:
+    x = report.exponent
+    ranks = {model: report.rank(model) for model in report.models}
+    headers = [SHORT_MODEL_LABELS.get(m, m) for m in report.models]
+    return [
+        f"  Attributed revenue ({report.currency}) by model: each model's credit to the touches "
+        "of that channel.", "", *text_table(
+            ["channel", *headers],
+            [*([r.channel, *(_amount_or_dash(r.attributed_minor[m], x) for m in report.models)]
+               for r in report.channels),
+             ["total", *(money(report.credited_minor[m], x) for m in report.models)]]),
+        "", "  Rank by LTV and by attributed revenue under each model, side by side.", "",
+        *text_table(
+            ["channel", "LTV", *headers],
+            [[r.channel, str(place) if r.customers else "–",
+              *(str(ranks[m][r.channel]) if r.attributed_minor[m] else "–"
+                for m in report.models)]
+             for place, r in enumerate(report.channels, start=1)])]
+
+
+def _amount_or_dash(minor: int, exponent: int) -> str:
+    return money(minor, exponent) if minor else "–"
+
+
+def _matrix(report: Report) -> list[str]:
+    matrix, x = report.matrix, report.exponent
+    return [f"  Channel × segment: customers / revenue ({report.currency}).", "", *text_table(
+        ["channel", *matrix.segments],
+        [[channel, *(_matrix_cell(matrix.cell(channel, s).customers,
+                                  matrix.cell(channel, s).revenue_minor, x)
+                     for s in matrix.segments)]
+         for channel in matrix.channels])]
+
+
+def _matrix_cell(customers: int, revenue_minor: int, exponent: int) -> str:
+    return f"{customers:,} / {money(revenue_minor, exponent)}" if customers else "–"
+
+
+def _mrr(report: Report) -> list[str]:
+    x, cur = report.exponent, report.currency
+    subscribers = sum(r.subscribers for r in report.segments)
+    lines = ["MRR",
+             f"  Current MRR {cur} {money(report.mrr_minor, x)} from {subscribers:,} paying "
+             "subscribers (latest profiles).", ""]
+    by_segment = text_table(
+        ["segment", "subscribers", f"MRR {cur}", "share"],
+        [[r.segment, f"{r.subscribers:,}", money(r.mrr_minor, x),
+          percent(r.mrr_minor / report.mrr_minor if report.mrr_minor else 0)]
+         for r in report.segments])
+    by_channel = text_table(
+        ["channel", "subscribers", f"MRR {cur}"],
+        [[r.channel, f"{r.subscribers:,}", money(r.mrr_minor, x)]
+         for r in sorted(_acquiring(report), key=lambda r: -r.mrr_minor)], indent=0)
+    lines += _side_by_side(by_segment, by_channel)
+    if report.mrr_movements:
+        counted = ", ".join(f"{kind} {report.mrr_movements.get(kind, 0):,}"
+                            for kind in MOVEMENT_ORDER)
+        lines += ["", f"  Movements counted by the worker during this run: {counted}."]
+    return lines
+
+
+def _side_by_side(left: list[str], right: list[str], gap: int = 6) -> list[str]:
+    width = max(map(len, left))
+    rows = max(len(left), len(right))
+    left, right = left + [""] * (rows - len(left)), right + [""] * (rows - len(right))
+    return [f"{a:<{width}}{' ' * gap}{b}".rstrip() for a, b in zip(left, right, strict=True)]
+
+
+def _truth(report: Report) -> list[str]:
+    t = report.truth
+    if t is None:
+        return ["CHECKED AGAINST THE SIMULATOR'S TRUTH", "  No truth file."]
+    lines = ["CHECKED AGAINST THE SIMULATOR'S TRUTH",
+             f"  Customers: {t.pipeline_customers:,} in the pipeline, {t.truth_customers:,} in "
+             f"the truth ({len(t.missing):,} missing, {len(t.unexpected):,} unexpected).",
+             f"  First-touch acquisition channel equals the truth for {t.matched:,} of "
+             f"{t.compared:,} unambiguous customers ({percent(t.match_share)})."]
+    for d in t.differences[:SHOWN_DIFFERENCES]:
+        lines.append(f"    {d.person_id}: pipeline {d.pipeline_channel}, truth "
+                     f"{d.truth_channel} (first visit {d.first_visit_channel})")
+    if len(t.differences) > SHOWN_DIFFERENCES:
+        lines.append(f"    … and {len(t.differences) - SHOWN_DIFFERENCES:,} more")
+    for label, people in (("missing", t.missing), ("unexpected", t.unexpected)):
+        if people:
+            lines.append(f"    {label}: {', '.join(people[:SHOWN_DIFFERENCES])}"
+                         + (" …" if len(people) > SHOWN_DIFFERENCES else ""))
+    lines += [f"  Shared-device customers, compared apart because the identity rules may rightly "
+              f"give their visits to the other person: {t.ambiguous_matched:,} of "
+              f"{t.ambiguous_compared:,} as the rules say, "
+              f"{t.ambiguous_first_visit_matched:,} of {t.ambiguous_compared:,} where their own "
+              "first visit came from.",
+              f"  Revenue per customer equals the simulator's books (original currency, to the "
+              f"minor unit) for {t.revenue_matched:,} of "
+              f"{t.pipeline_customers - len(t.unexpected):,} customers."]
+    return lines
+
+
+def _consistency(report: Report) -> list[str]:
+    checks = consistency_checks(report)
+    return ["CONSISTENCY OF THE OUTPUTS",
+            *(f"  {'ok  ' if ok else 'FAIL'}  {text}" for ok, text in checks)]
+
+
+def consistency_checks(report: Report) -> list[tuple[bool, str]]:
+    """What the two output topics must agree on (DESIGN.md §8)."""
+    credited = set(report.credited_minor.values())
+    total = report.concentration.revenue_minor
+    x, cur = report.exponent, report.currency
+    checks = [
+        (len(credited) <= 1, "every model credits the same total: "
+         + ", ".join(f"{MODEL_LABELS.get(m, m)} {money(v, x)}"
+                     for m, v in report.credited_minor.items())
+         if len(credited) > 1 else
+         f"every model credits the same total ({cur} {money(next(iter(credited), 0), x)})"),
+        (credited <= {total}, f"credits sum to the profiles' lifetime revenue ({cur} "
+         f"{money(total, x)})"),
+    ]
+    if "first_touch" in report.models:
+        off = [r.channel for r in report.channels
+               if r.attributed_minor["first_touch"] != r.revenue_minor]
+        checks.append((not off, "first-touch credit per channel equals the lifetime revenue of "
+                       "the customers it acquired" + (f" (differs: {', '.join(off)})"
+                                                      if off else "")))
+    return checks
+
+
+# ----------------------------------------------------------------------------- HTML report
+
+PALETTE = ("#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#84cc16")
+STYLE = """
+body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#111827;
+max-width:1100px;margin:2rem auto;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:2px solid #e5e7eb}
+.lead{color:#4b5563}.kpis{display:flex;flex-wrap:wrap;gap:1rem;margin:1rem 0}
+.kpi{background:#f3f4f6;border-radius:8px;padding:.6rem 1rem}.kpi b{display:block;font-size:1.3rem}
+table{border-collapse:collapse;margin:1rem 0;font-variant-numeric:tabular-nums}
+th,td{padding:.25rem .6rem;border-bottom:1px solid #e5e7eb;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f9fafb}
+svg{display:block;margin:1rem 0;font:12px system-ui,sans-serif}
+.ok{color:#047857}.fail{color:#b91c1c;font-weight:bold}small{color:#6b7280}
+"""
+
+
+def render_html(report: Report, *, title: str, footer: str = "") -> str:
+    """A self-contained page: the same answer as the text, with inline SVG charts."""
+    c, x, cur = report.concentration, report.exponent, report.currency
+    kpis = [("customers", f"{c.customers:,}"), ("revenue", f"{cur} {money(c.revenue_minor, x)}"),
+            (f"top {c.top_percent} % bring", percent(c.top_revenue_share)),
+            ("MRR", f"{cur} {money(report.mrr_minor, x)}")]
+    if report.truth is not None:
+        kpis.append(("first touch = truth", percent(report.truth.match_share)))
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>Personify: who are my best customers, and where did they come from?</h1>"
+        f"<p class='lead'>{_e(title)}</p><div class='kpis'>",
+        *(f"<div class='kpi'>{_e(label)}<b>{_e(value)}</b></div>" for label, value in kpis),
+        "</div>", *_html_best_customers(report), *_html_channels(report),
+        *_html_mrr(report), *_html_truth(report),
+        f"<footer><small>{_e(footer)}</small></footer></body></html>"]
+    return "\n".join(parts)
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(
+        cell if isinstance(cell, Markup) else f"<td>{_e(cell)}</td>" for cell in row) + "</tr>"
+        for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class Markup(str):
+    """A table cell already rendered as HTML (`<td …>…</td>`)."""
+
+
+def _heat_cell(text: str, value: int, top: int, colour: str = "37,99,235") -> Markup:
+    alpha = 0.08 + 0.6 * value / top if top > 0 and value > 0 else 0.0
+    return Markup(f"<td style='background:rgba({colour},{alpha:.2f})'>{_e(text)}</td>")
+
+
+def _html_best_customers(report: Report) -> list[str]:
+    c, x, cur = report.concentration, report.exponent, report.currency
+    lines = ["<h2>Who are my best customers?</h2>",
+             f"<p>The top {c.top_percent} % of customers ({c.top_customers:,} of "
+             f"{c.customers:,}) bring <b>{percent(c.top_revenue_share)}</b> of revenue."]
+    if c.power_segment is not None:
+        p = c.power_segment
+        lines.append(f" Power segment: <b>{_e(p.segment)}</b>, {percent(p.customer_share)} of "
+                     f"customers bring {percent(p.revenue_share)} of revenue.")
+    lines += ["</p>", concentration_svg(c.curve, c.top_percent, c.top_revenue_share),
+              paired_bars_svg([(r.segment, r.customer_share, r.revenue_share)
+                               for r in report.segments],
+                              ("share of customers", "share of revenue")),
+              _html_table(["segment", "customers", "of customers", f"revenue {cur}",
+                           "of revenue", f"LTV {cur}", f"MRR {cur}"],
+                          [[r.segment, f"{r.customers:,}", percent(r.customer_share),
+                            money(r.revenue_minor, x), percent(r.revenue_share),
+                            money(r.ltv_minor, x), money(r.mrr_minor, x)]
+                           for r in report.segments])]
+    return lines
+
+
+def _html_channels(report: Report) -> list[str]:
+    x, cur = report.exponent, report.currency
+    acquiring = _acquiring(report)
+    top_credit = max((v for r in report.channels for v in r.attributed_minor.values()),
+                     default=0)
+    ranks = {model: report.rank(model) for model in report.models}
+    matrix = report.matrix
+    top_cell = max((cell.revenue_minor for cell in matrix.cells.values()), default=0)
+    timed = [(r.channel, r.conversion) for r in acquiring if r.conversion is not None]
+    return [
+        "<h2>Where did they come from?</h2>",
+        "<p>Acquisition channel = the first touch of the customer's journey. Average LTV "
+        f"({cur}) by acquisition channel:</p>",
+        bars_svg([(r.channel, r.ltv_minor or 0, money(r.ltv_minor or 0, x)) for r in acquiring]),
+        _html_table(["#", "channel", "customers", f"revenue {cur}", "of revenue", f"LTV {cur}",
+                     f"MRR {cur}", "median days", "p90 days"],
+                    [[place, r.channel, f"{r.customers:,}", money(r.revenue_minor, x),
+                      percent(r.revenue_share), money(r.ltv_minor or 0, x),
+                      money(r.mrr_minor, x), *_conversion_cells(r.conversion)]
+                     for place, r in enumerate(acquiring, start=1)]),
+        f"<h3>Attributed revenue by model ({cur})</h3><p>Rows in LTV order; the number after "
+        "# is the channel's rank under that model.</p>",
+        _html_table(["channel", *(MODEL_LABELS.get(m, m) for m in report.models)],
+                    [[r.channel, *(_heat_cell(f"{money(r.attributed_minor[m], x)} "
+                                              f"#{ranks[m][r.channel]}",
+                                              r.attributed_minor[m], top_credit)
+                                   for m in report.models)]
+                     for r in report.channels]),
+        f"<h3>Channel × segment</h3><p>Customers / revenue ({cur}).</p>",
+        _html_table(["channel", *matrix.segments],
+                    [[ch, *(_heat_cell(_matrix_cell(matrix.cell(ch, s).customers,
+                                                    matrix.cell(ch, s).revenue_minor, x),
+                                       matrix.cell(ch, s).revenue_minor, top_cell,
+                                       "16,185,129")
+                            for s in matrix.segments)]
+                     for ch in matrix.channels]),
+        "<h3>Time to conversion</h3><p>Days from first touch to first payment: the bar runs "
+        "from the median to the 90th percentile.</p>",
+        range_svg([(name, t.median_ms / DAY_MS, t.p90_ms / DAY_MS) for name, t in timed]),
+    ]
+
+
+def _html_mrr(report: Report) -> list[str]:
+    x, cur = report.exponent, report.currency
+    parts = ["<h2>MRR</h2>",
+             f"<p>Current MRR {cur} {money(report.mrr_minor, x)}, by segment and by "
+             "acquisition channel.</p>",
+             bars_svg([(r.segment, r.mrr_minor, money(r.mrr_minor, x))
+                       for r in report.segments], colour=PALETTE[2]),
+             bars_svg([(r.channel, r.mrr_minor, money(r.mrr_minor, x))
+                       for r in sorted(_acquiring(report), key=lambda r: -r.mrr_minor)],
+                      colour=PALETTE[2])]
+    if report.mrr_movements:
+        parts.append(_html_table(["movement", "count (this run)"],
+                                 [[k, f"{report.mrr_movements.get(k, 0):,}"]
+                                  for k in MOVEMENT_ORDER]))
+    return parts
+
+
+def _html_truth(report: Report) -> list[str]:
+    t = report.truth
+    parts = ["<h2>Checked against the simulator's truth</h2>"]
+    if t is not None:
+        parts += [
+            f"<p>First-touch acquisition channel equals the truth for <b>{t.matched:,} of "
+            f"{t.compared:,}</b> unambiguous customers ({percent(t.match_share)}). "
+            f"Customers: {t.pipeline_customers:,} in the pipeline, {t.truth_customers:,} in "
+            f"the truth. Shared-device customers: {t.ambiguous_matched:,} of "
+            f"{t.ambiguous_compared:,} as the identity rules say, "
+            f"{t.ambiguous_first_visit_matched:,} where their own first visit came from. "
+            f"Revenue per customer equals the simulator's books for {t.revenue_matched:,}.</p>",
+            _html_table(["customer", "pipeline", "truth", "first visit"],
+                        [[d.person_id, d.pipeline_channel, d.truth_channel,
+                          d.first_visit_channel] for d in t.differences])
+            if t.differences else ""]
+    parts.append("<h3>Consistency of the outputs</h3><ul>" + "".join(
+        f"<li class='{'ok' if ok else 'fail'}'>{'ok' if ok else 'FAIL'}: {_e(text)}</li>"
+        for ok, text in consistency_checks(report)) + "</ul>")
+    return parts
+
+
+# -------------------------------------------------------------------------------- SVG charts
+
+
+def bars_svg(items: Sequence[tuple[str, float, str]], *, colour: str = PALETTE[0],
+             width: int = 720) -> str:
+    """Horizontal bars: label, bar proportional to the value, the value's text."""
+    label_w, row_h, text_w = 150, 24, 110
+    top = max((value for _, value, _ in items), default=0) or 1
+    span = width - label_w - text_w
+    rows = []
+    for i, (label, value, text) in enumerate(items):
+        y = i * row_h
+        length = max(0.0, span * value / top)
+        rows.append(
+            f"<text x='{label_w - 8}' y='{y + 16}' text-anchor='end'>{_e(label)}</text>"
+            f"<rect x='{label_w}' y='{y + 4}' width='{length:.1f}' height='{row_h - 8}' "
+            f"fill='{colour}' rx='2'/>"
+            f"<text x='{label_w + length + 6:.1f}' y='{y + 16}'>{_e(text)}</text>")
+    return _svg(width, max(1, len(items)) * row_h, rows)
+
+
+def paired_bars_svg(items: Sequence[tuple[str, float, float]], legends: tuple[str, str],
+                    width: int = 720) -> str:
+    """Two bars per label (shares in 0–1): how a group's two shares compare."""
+    label_w, row_h, legend_h = 150, 44, 24
+    span = width - label_w - 70
+    rows = [_legend(label_w, 0, legends)]
+    for i, (label, first, second) in enumerate(items):
+        y = legend_h + i * row_h
+        rows.append(f"<text x='{label_w - 8}' y='{y + 24}' text-anchor='end'>{_e(label)}</text>")
+        for j, share in enumerate((first, second)):
+            length = span * max(0.0, share)
+            rows.append(
+                f"<rect x='{label_w}' y='{y + 4 + 18 * j}' width='{length:.1f}' height='14' "
+                f"fill='{PALETTE[j]}' rx='2'/><text x='{label_w + length + 6:.1f}' "
+                f"y='{y + 16 + 18 * j}'>{percent(share)}</text>")
+    return _svg(width, legend_h + max(1, len(items)) * row_h, rows)
+
+
+def concentration_svg(curve: Sequence[tuple[float, float]], top_percent: int,
+                      top_share: float, size: int = 340) -> str:
+    """The concentration curve: share of revenue held by the richest share of customers."""
+    pad = 52
+    inner = size - 2 * pad
+
+    def point(cx: float, cy: float) -> str:
+        return f"{pad + cx * inner:.1f},{pad + (1 - cy) * inner:.1f}"
+
+    marker_x, marker_y = point(top_percent / 100, top_share).split(",")
+    parts = [
+        f"<rect x='{pad}' y='{pad}' width='{inner}' height='{inner}' fill='#f9fafb' "
+        "stroke='#d1d5db'/>",
+        f"<polyline points='{point(0, 0)} {point(1, 1)}' fill='none' stroke='#9ca3af' "
+        "stroke-dasharray='4 4'/>",
+        f"<polyline points='{' '.join(point(cx, cy) for cx, cy in curve)}' fill='none' "
+        f"stroke='{PALETTE[0]}' stroke-width='2.5'/>",
+        f"<circle cx='{marker_x}' cy='{marker_y}' r='4' fill='{PALETTE[3]}'/>",
+        f"<text x='{float(marker_x) + 8:.1f}' y='{float(marker_y) + 14:.1f}'>top {top_percent} %"
+        f" → {percent(top_share)}</text>",
+        f"<text x='{size / 2}' y='{size - 10}' text-anchor='middle'>share of customers, "
+        "richest first</text>",
+        f"<text x='12' y='{size / 2}' text-anchor='middle' transform='rotate(-90 12 "
+        f"{size / 2})'>share of revenue</text>",
+        f"<text x='{pad}' y='{pad - 10}'>Revenue concentration</text>"]
+    for tick in (0.0, 0.5, 1.0):
+        tx, ty = point(tick, tick).split(",")
+        parts.append(f"<text x='{tx}' y='{pad + inner + 14}' text-anchor='middle' "
+                     f"fill='#6b7280'>{tick:.0%}</text><text x='{pad - 4}' y='{float(ty) + 4:.1f}' "
+                     f"text-anchor='end' fill='#6b7280'>{tick:.0%}</text>")
+    return _svg(size, size, parts)
+
+
+def range_svg(items: Sequence[tuple[str, float, float]], width: int = 720) -> str:
+    """A bar from the median to the 90th percentile per label, in days."""
+    label_w, row_h, axis_h = 150, 24, 22
+    span = width - label_w - 40
+    top = max((high for _, _, high in items), default=0) or 1
+    parts = []
+    for i, (label, median, high) in enumerate(items):
+        y = i * row_h
+        x0, x1 = label_w + span * median / top, label_w + span * high / top
+        parts.append(
+            f"<text x='{label_w - 8}' y='{y + 16}' text-anchor='end'>{_e(label)}</text>"
+            f"<rect x='{x0:.1f}' y='{y + 7}' width='{max(1.0, x1 - x0):.1f}' height='10' "
+            f"fill='{PALETTE[1]}' rx='2'/><circle cx='{x0:.1f}' cy='{y + 12}' r='5' "
+            f"fill='{PALETTE[0]}'/>")
+    base = max(1, len(items)) * row_h
+    parts.append(f"<circle cx='{label_w + 6}' cy='{base + 30}' r='5' fill='{PALETTE[0]}'/>"
+                 f"<text x='{label_w + 16}' y='{base + 34}'>median</text>"
+                 f"<rect x='{label_w + 80}' y='{base + 25}' width='30' height='10' "
+                 f"fill='{PALETTE[1]}'/><text x='{label_w + 116}' y='{base + 34}'>"
+                 "to the 90th percentile</text>")
+    for tick in range(0, 6):
+        value = top * tick / 5
+        tx = label_w + span * tick / 5
+        parts.append(f"<text x='{tx:.1f}' y='{base + 16}' text-anchor='middle' "
+                     f"fill='#6b7280'>{value:.0f} d</text>")
+    return _svg(width, base + axis_h + 24, parts)
+
+
+def _legend(x: int, y: int, labels: Sequence[str]) -> str:
+    return "".join(f"<rect x='{x + 170 * i}' y='{y + 4}' width='12' height='12' "
+                   f"fill='{PALETTE[i]}'/><text x='{x + 170 * i + 18}' y='{y + 15}'>"
+                   f"{_e(label)}</text>" for i, label in enumerate(labels))
+
+
+def _svg(width: int, height: int, parts: Sequence[str]) -> str:
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+            f"viewBox='0 0 {width} {height}' role='img'>{''.join(parts)}</svg>")
