@@ -200,6 +200,9 @@ class WorkerCounts:
                    dead_lettered=dead, movements=movements)
 
     def movements_since(self, before: WorkerCounts) -> dict[str, int]:
+        """Movements counted between two scrapes; none when the worker restarted between them."""
+        if self.consumed < before.consumed:
+            return {}
         return {kind: round(count - before.movements.get(kind, 0.0))
                 for kind, count in self.movements.items()}
 
@@ -208,39 +211,47 @@ def wait_for_pipeline(settings: Settings, sent: SendSummary, before: WorkerCount
                       credit_reader: TopicReader, credits: CreditBook, *, stall_s: float,
                       progress: bool) -> bool:
     """Until the worker has consumed and finished every sent event and the credits topic holds
-    one credit per revenue event and model (or stops growing); False on a stall."""
+    one credit per revenue event and model (or stops growing); False on a stall.
+
+    The worker's counters are process-local: when they fall below the first scrape, the worker
+    restarted, and from then on only the credits tell how far it got."""
     models = load_pipeline_config(settings).attribution.models
     expected = truth.revenue_events * len(models)
-    started = last_change = time.monotonic()
-    seen = (-1.0, -1)
-    done_at: float | None = None
+    started = last_progress = time.monotonic()
+    previous: tuple[float, ...] = ()
+    restarted = False
     with tqdm(total=sent.delivered, unit="events", desc="process", disable=not progress) as bar:
         while True:
             now = WorkerCounts.scrape(settings)
             credit_reader.read_available(credits.add)
+            if not restarted and now.consumed < before.consumed:
+                restarted = True
+                tqdm.write("the worker restarted: waiting for the credits alone")
             consumed, finished = now.consumed - before.consumed, now.finished - before.finished
-            bar.n = int(min(consumed, finished, sent.delivered))
-            bar.set_postfix(credits=f"{credits.ledger.records:,}/{expected:,}", refresh=False)
+            records = credits.ledger.records
+            bar.n = int(max(0, min(consumed, finished, sent.delivered)))
+            bar.set_postfix(credits=f"{records:,}/{expected:,}", refresh=False)
             bar.refresh()
             moment = time.monotonic()
-            if (finished, credits.ledger.records) != seen:
-                seen, last_change = (finished, credits.ledger.records), moment
-            events_done = consumed >= sent.delivered and finished >= consumed
-            if events_done and credits.ledger.records >= expected:
+            mark = (records,) if restarted else (finished, records)
+            if mark != previous:
+                previous, last_progress = mark, moment
+            events_done = not restarted and consumed >= sent.delivered and finished >= consumed
+            if records >= expected and (events_done or restarted):
                 break
-            done_at = done_at or (moment if events_done else None)
-            if done_at is not None and moment - last_change >= SETTLE_S:
-                print(f"warning: {credits.ledger.records:,} credits of the {expected:,} expected "
-                      f"after {SETTLE_S:.0f} s without a new one")
+            if events_done and moment - last_progress >= SETTLE_S:
+                tqdm.write(f"warning: {records:,} credits of the {expected:,} expected, none new "
+                           f"for {SETTLE_S:.0f} s")
                 break
-            if moment - last_change >= stall_s:
-                print(f"warning: no progress for {stall_s:.0f} s ({int(finished):,} of "
-                      f"{sent.delivered:,} events finished); see `personify stack logs worker`")
+            if moment - last_progress >= stall_s:
+                tqdm.write(f"warning: no progress for {stall_s:.0f} s ({int(finished):,} of "
+                           f"{sent.delivered:,} events finished, {records:,} of {expected:,} "
+                           "credits); see `personify stack logs worker`")
                 return False
             time.sleep(POLL_S)
-    seconds = time.monotonic() - started
-    print(f"{int(finished):,} events processed ({int(now.dead_lettered - before.dead_lettered):,} "
-          f"dead-lettered) and {credits.ledger.records:,} credits in {seconds:.1f} s")
+    dead = int(now.dead_lettered - before.dead_lettered)
+    events = "" if restarted else f"{int(finished):,} events processed ({dead:,} dead-lettered) and "
+    print(f"{events}{records:,} credits in {time.monotonic() - started:.1f} s")
     return True
 
 
