@@ -205,8 +205,9 @@ def step_person(
             current = _release(current, ANY_TIME, outputs, config, limit=1)
     else:
         current = _bill(current, message, outputs, config)
-    if any(isinstance(o, (Credit, MrrMovement, Processed)) for o in outputs) or isinstance(
-            message, (SignupSeen, Link)):
+    touches_before = () if state is None else state.touches
+    if (isinstance(message, (SignupSeen, Link)) or current.touches != touches_before
+            or any(isinstance(o, (Credit, MrrMovement, Processed)) for o in outputs)):
         outputs.append(ProfileChanged(profile_record(current, config)))
     return current, outputs
 
@@ -300,7 +301,7 @@ def profile_record(state: PersonState, config: PipelineConfig) -> dict[str, Any]
     return {
         "schema": "profile/1",
         "person_id": identity.person_id,
-        "anonymous_ids": list(identity.anonymous_ids),
+        "anonymous_ids": sorted(identity.anonymous_ids),
         "acquisition_channel": revenue.acquisition_channel,
         "acquisition_campaign": revenue.acquisition_campaign,
         "segment": segment_of(traits, config.segments),

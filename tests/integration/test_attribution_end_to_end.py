@@ -119,20 +119,53 @@ def read_dead_letter_reasons(settings):
     return reasons
 
 
-def test_credits_do_not_depend_on_partitions_or_workers(base_settings, start_worker, tmp_path):
+def test_credits_and_profiles_do_not_depend_on_partitions_or_workers(base_settings, start_worker,
+                                                                     tmp_path):
     events, _ = _simulate(tmp_path, people=1200, seed=5)
     expected_records = len(_expected_revenue(events)) * len(MODELS)
     results = []
     for partitions, workers in ((1, 1), (4, 2)):
         settings = isolated_settings(base_settings, tmp_path / f"p{partitions}", partitions)
         ensure_topics(settings)
-        for index in range(workers):
-            start_worker(replace(settings, web_port=settings.web_port + index,
-                                 data_dir=settings.data_dir / str(index)), name=f"w{index}")
+        started = [start_worker(replace(settings, web_port=settings.web_port + index,
+                                        data_dir=settings.data_dir / str(index)),
+                                name=f"w{index}")
+                   for index in range(workers)]
         _cli(settings, "send", str(events))
-        results.append(_credit_records(settings, expected_records))
-    one_partition, four_partitions_two_workers = results
-    assert one_partition == four_partitions_two_workers
+        credits = _credit_records(settings, expected_records)
+        _await_consumed(started, len(events.read_text().splitlines()))
+        results.append((credits, _latest_profiles(settings)))
+    (credits_1, profiles_1), (credits_4, profiles_4) = results
+    assert credits_1 == credits_4
+    assert len(profiles_1) > 50
+    assert profiles_1 == profiles_4
+
+
+def _await_consumed(workers, events, timeout_s=180):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sum(w.metric("personify_events_consumed_total") for w in workers) >= events:
+            return
+        time.sleep(1)
+    raise AssertionError(f"workers did not consume {events} events within {timeout_s} s")
+
+
+def _latest_profiles(settings, settle_s=4.0):
+    """The compacted view of the profiles topic: the last record per person, once quiet."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "group.id": f"profiles-{time.monotonic_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([settings.topics.profiles])
+    latest, quiet_since = {}, time.monotonic()
+    while time.monotonic() - quiet_since < settle_s:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            latest[message.key()] = orjson.loads(message.value())
+            quiet_since = time.monotonic()
+    consumer.close()
+    return latest
 
 
 def _credit_records(settings, expected):
