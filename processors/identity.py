@@ -213,12 +213,15 @@ class DeviceState:
         )
 
 
+_TOUCH_FIELDS = tuple(f.name for f in fields(Touch))
+
+
 def touch_to_dict(touch: Touch) -> dict[str, Any]:
-    return {f.name: getattr(touch, f.name) for f in fields(Touch)}
+    return {name: getattr(touch, name) for name in _TOUCH_FIELDS}
 
 
 def touch_from_dict(data: dict[str, Any]) -> Touch:
-    return Touch(**{f.name: data[f.name] for f in fields(Touch) if f.name in data})
+    return Touch(**{name: data[name] for name in _TOUCH_FIELDS if name in data})
 
 
 def _check_version(data: dict[str, Any], name: str) -> None:

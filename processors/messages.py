@@ -7,6 +7,7 @@ and original text of the input event, so a later stage can still dead-letter it 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any
 
 from processors.identity import Link, SignupSeen, StitchedTouch, touch_from_dict, touch_to_dict
@@ -68,8 +69,13 @@ _EVENT_TYPES: dict[str, type] = {
 _KIND_OF = {cls: kind for kind, cls in _EVENT_TYPES.items()}
 
 
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
 def _flat(record: Any) -> dict[str, Any]:
-    return {f.name: getattr(record, f.name) for f in fields(record)}
+    return {name: getattr(record, name) for name in _field_names(type(record))}
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:

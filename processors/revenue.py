@@ -118,7 +118,8 @@ class RevenueState:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict; weights are `[numerator, denominator]` so they stay exact."""
+        """A JSON-able dict; weights are exact fractions as text (`"3/10"`): a time-decay
+        weight's numerator and denominator outgrow 64-bit JSON integers."""
         return {
             "v": STATE_VERSION,
             "conversion_ts": self.conversion_ts,
@@ -171,12 +172,11 @@ def _line_to_dict(line: CreditLine) -> dict[str, Any]:
         "source": line.source,
         "medium": line.medium,
         "campaign": line.campaign,
-        "weight": [line.weight.numerator, line.weight.denominator],
+        "weight": str(line.weight),
     }
 
 
 def _line_from_dict(data: Mapping[str, Any]) -> CreditLine:
-    numerator, denominator = data["weight"]
     return CreditLine(
         touch_event_id=data["touch_event_id"],
         touch_ts=data["touch_ts"],
@@ -184,7 +184,7 @@ def _line_from_dict(data: Mapping[str, Any]) -> CreditLine:
         source=data["source"],
         medium=data["medium"],
         campaign=data["campaign"],
-        weight=Fraction(numerator, denominator),
+        weight=Fraction(data["weight"]),
     )
 
 

@@ -64,6 +64,8 @@ class Reason(StrEnum):
     REFUND_EXCEEDS_PAYMENT = "refund_exceeds_payment"
     REFUND_CURRENCY_MISMATCH = "refund_currency_mismatch"
     REFUND_BEFORE_PAYMENT = "refund_before_payment"
+    PROCESSING_ERROR = "processing_error"
+    """An event the pipeline failed on (a defect of the pipeline, logged): kept, not lost."""
 
 
 REASONS: Final[tuple[str, ...]] = tuple(reason.value for reason in Reason)

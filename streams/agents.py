@@ -10,7 +10,9 @@ partition behind the records they cover; they carry no key.
 
 from __future__ import annotations
 
+import logging
 import time
+from contextlib import asynccontextmanager
 from functools import partial
 
 import faust
@@ -55,6 +57,7 @@ from streams.context import Pipeline
 from streams.views import revenue_share_of_top
 
 WATERMARK_INTERVAL_S = 0.05
+log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
@@ -93,6 +96,17 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         await dead_letter(key, source.raw.encode(), source.topic, source.partition, source.offset,
                           reason, message)
 
+    @asynccontextmanager
+    async def failures_dead_lettered(event: faust.EventT):
+        """A defect met on one record dead-letters that record and the stream goes on."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - the stream must outlive any one record
+            msg = event.message
+            log.exception("processing %s[%s]@%s failed", msg.topic, msg.partition, msg.offset)
+            await dead_letter(event.key, event.value or b"", msg.topic, msg.partition,
+                              msg.offset, "processing_error", f"{type(exc).__name__}: {exc}")
+
     async def broadcast_input_marks() -> None:
         """Send this worker's input marks to every device partition, behind what it forwarded."""
         last_broadcast[0] = time.monotonic()
@@ -114,28 +128,29 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def validate_events(stream: faust.StreamT) -> None:
         """Decode and validate; valid events are re-keyed with Faust's partitioner."""
         async for event in stream.events():
-            msg = event.message
-            raw = event.value or b""
-            metrics.events_consumed.labels(msg.topic).inc()
-            result = decode(raw, kind_of_topic[msg.topic], now_ms=wall_ms(),
-                            config=config.validation)
-            if isinstance(result, Rejection):
-                await dead_letter(event.key, raw, msg.topic, msg.partition, msg.offset,
-                                  result.reason, result.message)
-            else:
-                source = messages.Source(msg.topic, msg.partition, msg.offset, raw.decode(),
-                                         validated_at_ms=wall_ms())
-                record = orjson.dumps(messages.encode(messages.Sourced(result, source)))
-                if msg.topic in touch_topics:
-                    await topics.device_events.send(key=result.anonymous_id.encode(),
-                                                    value=record)
-                    name = f"{msg.topic}:{msg.partition}"
-                    newest_ts[name] = max(newest_ts.get(name, result.ts), result.ts)
+            async with failures_dead_lettered(event):
+                msg = event.message
+                raw = event.value or b""
+                metrics.events_consumed.labels(msg.topic).inc()
+                result = decode(raw, kind_of_topic[msg.topic], now_ms=wall_ms(),
+                                config=config.validation)
+                if isinstance(result, Rejection):
+                    await dead_letter(event.key, raw, msg.topic, msg.partition, msg.offset,
+                                      result.reason, result.message)
                 else:
-                    await topics.person_events.send(key=result.user_id.encode(), value=record)
-            next_offset[f"{msg.topic}:{msg.partition}"] = msg.offset + 1
-            if time.monotonic() - last_broadcast[0] >= WATERMARK_INTERVAL_S:
-                await broadcast_input_marks()
+                    source = messages.Source(msg.topic, msg.partition, msg.offset, raw.decode(),
+                                             validated_at_ms=wall_ms())
+                    record = orjson.dumps(messages.encode(messages.Sourced(result, source)))
+                    if msg.topic in touch_topics:
+                        await topics.device_events.send(key=result.anonymous_id.encode(),
+                                                        value=record)
+                        name = f"{msg.topic}:{msg.partition}"
+                        newest_ts[name] = max(newest_ts.get(name, result.ts), result.ts)
+                    else:
+                        await topics.person_events.send(key=result.user_id.encode(), value=record)
+                next_offset[f"{msg.topic}:{msg.partition}"] = msg.offset + 1
+                if time.monotonic() - last_broadcast[0] >= WATERMARK_INTERVAL_S:
+                    await broadcast_input_marks()
 
     @app.timer(interval=WATERMARK_INTERVAL_S * 4)
     async def broadcast_when_idle() -> None:
@@ -145,39 +160,40 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     @app.agent(topics.device_events, name="stitch_identities")
     async def stitch_identities(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            data = orjson.loads(event.value)
-            if data["k"] == "wm":
-                await forward_marks(event.message.partition, data)
-                continue
-            sourced = messages.decode(data)
-            stored = tables.devices.get(event.key)
-            state = DeviceState.from_dict(orjson.loads(stored)) if stored else None
-            state, outputs = step_device(state, sourced.event, detect_touch=detect,
-                                         config=config.identity, origin=sourced.source.origin)
-            duplicate = False
-            for output in outputs:
-                if isinstance(output, Duplicate):
-                    duplicate = True
-                    if output.replay:
-                        metrics.replayed.labels(sourced.source.topic).inc()
-                        continue
-                    await dead_letter_source(event.key, sourced.source, "duplicate_event_id",
-                                             f"event_id {output.event_id!r} was already "
-                                             "processed")
-                elif isinstance(output, LinkRefused):
-                    metrics.link_refusals.labels(output.reason).inc()
-                elif isinstance(output, TouchDropped):
-                    metrics.touches_dropped.labels(output.reason).inc()
-                else:
-                    if isinstance(output, StitchedTouch):
-                        metrics.touches_stitched.inc()
-                    await topics.person_events.send(
-                        key=output.person_id.encode(),
-                        value=orjson.dumps(messages.encode(output)))
-            if not duplicate:
-                metrics.events_processed.labels(sourced.source.topic).inc()
-                # State last: if it is durable, the outputs sent before it are too.
-                tables.devices[event.key] = orjson.dumps(state.to_dict())
+            async with failures_dead_lettered(event):
+                data = orjson.loads(event.value)
+                if data["k"] == "wm":
+                    await forward_marks(event.message.partition, data)
+                    continue
+                sourced = messages.decode(data)
+                stored = tables.devices.get(event.key)
+                state = DeviceState.from_dict(orjson.loads(stored)) if stored else None
+                state, outputs = step_device(state, sourced.event, detect_touch=detect,
+                                             config=config.identity, origin=sourced.source.origin)
+                duplicate = False
+                for output in outputs:
+                    if isinstance(output, Duplicate):
+                        duplicate = True
+                        if output.replay:
+                            metrics.replayed.labels(sourced.source.topic).inc()
+                            continue
+                        await dead_letter_source(event.key, sourced.source, "duplicate_event_id",
+                                                 f"event_id {output.event_id!r} was already "
+                                                 "processed")
+                    elif isinstance(output, LinkRefused):
+                        metrics.link_refusals.labels(output.reason).inc()
+                    elif isinstance(output, TouchDropped):
+                        metrics.touches_dropped.labels(output.reason).inc()
+                    else:
+                        if isinstance(output, StitchedTouch):
+                            metrics.touches_stitched.inc()
+                        await topics.person_events.send(
+                            key=output.person_id.encode(),
+                            value=orjson.dumps(messages.encode(output)))
+                if not duplicate:
+                    metrics.events_processed.labels(sourced.source.topic).inc()
+                    # State last: if it is durable, the outputs sent before it are too.
+                    tables.devices[event.key] = orjson.dumps(state.to_dict())
 
     async def forward_marks(device_partition: int, data: dict) -> None:
         view = device_views.setdefault(device_partition, {})
@@ -191,13 +207,14 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     @app.agent(topics.person_events, name="credit_revenue")
     async def credit_revenue(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            data = orjson.loads(event.value)
-            partition, offset = event.message.partition, event.message.offset
-            if data["k"] == "wm":
-                await advance_watermark(partition, offset, data["q"],
-                                        Watermark(data["upto"], data["fresh"]))
-                continue
-            await step(event.key, messages.decode(data), partition, offset)
+            async with failures_dead_lettered(event):
+                data = orjson.loads(event.value)
+                partition, offset = event.message.partition, event.message.offset
+                if data["k"] == "wm":
+                    await advance_watermark(partition, offset, data["q"],
+                                            Watermark(data["upto"], data["fresh"]))
+                    continue
+                await step(event.key, messages.decode(data), partition, offset)
 
     async def step(key: bytes, message: messages.PersonMessage, partition: int,
                    offset: int) -> None:

@@ -101,3 +101,19 @@ def test_every_consumed_event_is_processed_or_dead_lettered_per_topic(settings, 
         dead_lettered = worker.metric("personify_dead_letters_total", topic=topic)
         assert consumed == sent
         assert consumed == processed + dead_lettered == processed + by_topic[topic]
+
+
+def test_a_record_the_worker_fails_on_is_dead_lettered_and_the_stream_goes_on(settings,
+                                                                             start_worker):
+    worker = start_worker(settings)
+    t = settings.topics
+    produce(settings, [(t.person_events, b"ada", b"not an internal record")])
+    dead = values(consume(settings, t.dead_letters, expected=1))
+    assert dead[0]["reason"] == "processing_error"
+    assert dead[0]["topic"] == t.person_events
+    now = int(time.time() * 1000)
+    produce(settings, [(t.billing, b"ada", orjson.dumps({
+        "schema": "billing/1", "event_id": "pay-after", "ts": now, "user_id": "ada",
+        "kind": "payment", "amount_minor": 100, "currency": "USD"}))])
+    assert len(consume(settings, t.credits, expected=len(MODELS))) == len(MODELS)
+    assert worker.metric("personify_dead_letters_total", reason="processing_error") == 1

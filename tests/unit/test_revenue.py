@@ -4,6 +4,7 @@ import json
 from collections import defaultdict
 from fractions import Fraction
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -400,10 +401,10 @@ def test_state_survives_a_json_round_trip():
         change("c1", "sub-1", 700),
         signup_ts=T0 - 2 * DAY_MS,
     )
-    data = json.loads(json.dumps(state.to_dict()))
+    data = orjson.loads(orjson.dumps(state.to_dict()))  # the worker's codec: 64-bit integers
     assert data["v"] == 1
     assert RevenueState.from_dict(data) == state
-    assert data["credit_lines"]["time_decay"][0]["weight"][1] > 1
+    assert "/" in data["credit_lines"]["time_decay"][0]["weight"]
     with pytest.raises(ValueError):
         RevenueState.from_dict({**data, "v": 2})
 

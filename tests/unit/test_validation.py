@@ -197,6 +197,7 @@ def test_every_reason_produced_at_the_edge_has_a_case() -> None:
         "refund_exceeds_payment",
         "refund_currency_mismatch",
         "refund_before_payment",
+        "processing_error",
     }
     assert {case[0] for case in DECODE_REASON_CASES} == set(REASONS) - downstream
     assert downstream <= set(REASONS)
