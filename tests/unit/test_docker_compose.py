@@ -86,3 +86,12 @@ def test_compose_mentions_no_unknown_image_tags():
     for service in SERVICES.values():
         if "image" in service:
             assert re.match(r"^[\w./-]+:[\w.-]+$", service["image"])
+
+
+def test_service_commands_are_real_personify_commands():
+    from personify.cli import build_parser
+
+    for name in ("worker", "simulator"):
+        command = SERVICES[name].get("command") or ["personify", "worker"]
+        assert command[0] == "personify"
+        build_parser(command[1]).parse_args(command[1:])
