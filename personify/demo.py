@@ -38,9 +38,9 @@ DEFAULT_PEOPLE = 20_000
 DEFAULT_SEED = 2025
 DEFAULT_REPORT = PROJECT_ROOT / "reports" / "personify-report.html"
 POLL_S = 0.5
-SETTLE_S = 10.0
-"""Once every event is processed, how long the credits may stay short of the expected count
-before the report goes ahead with what was published."""
+SETTLE_S = 15.0
+"""Once every sent event is consumed, how long nothing may move (events finished, credits
+published) before the report goes ahead with what was published, saying what is missing."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,26 +106,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                          progress=not args.no_progress)
         with phases.phase("read", f"read {settings.topics.credits} and "
                                   f"{settings.topics.profiles}"):
-            credit_reader.read_to_end(credits.add)
-            with TopicReader(settings, settings.topics.profiles) as profile_reader:
-                profile_reader.read_to_end(profiles.add)
-            print(f"{credits.ledger.records:,} credits ({credits.ledger.duplicates:,} duplicates "
-                  f"ignored) and {len(profiles.latest):,} profiles of the simulated people; "
-                  f"{credits.ignored + profiles.ignored:,} records of other people skipped")
+            read_outputs(settings, credit_reader, credits, profiles)
     movements = WorkerCounts.scrape(settings).movements_since(before)
     with phases.phase("report", "the answer"):
-        config = load_pipeline_config(settings).attribution
-        report = build_report(
-            profiles, credits, models=config.models, currency=config.reporting_currency,
-            exponent=config.currency_table[config.reporting_currency].exponent,
-            truth=truth.people, mrr_movements=movements)
         title = (f"{args.people:,} people simulated over {args.days} days (seed {args.seed}): "
                  f"{sent.delivered:,} events")
-        print(render_text(report, title=title))
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(render_html(report, title=title, footer=(
-            f"Read from {settings.topics.profiles} and {settings.topics.credits} on "
-            f"{settings.kafka_bootstrap}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.")))
+        answer(settings, profiles, credits, truth, movements, title=title, html_path=args.report)
     print(where_to_look(settings, args.report))
     if not complete:
         print("\nthe pipeline did not finish in time: the answer above is partial")
@@ -211,7 +197,8 @@ def wait_for_pipeline(settings: Settings, sent: SendSummary, before: WorkerCount
                       credit_reader: TopicReader, credits: CreditBook, *, stall_s: float,
                       progress: bool) -> bool:
     """Until the worker has consumed and finished every sent event and the credits topic holds
-    one credit per revenue event and model (or stops growing); False on a stall.
+    one credit per revenue event and model, or, once all is consumed, until nothing moves for
+    `SETTLE_S` (the shortfall is reported); False when the worker stalls for `stall_s`.
 
     The worker's counters are process-local: when they fall below the first scrape, the worker
     restarted, and from then on only the credits tell how far it got."""
@@ -236,12 +223,12 @@ def wait_for_pipeline(settings: Settings, sent: SendSummary, before: WorkerCount
             mark = (records,) if restarted else (finished, records)
             if mark != previous:
                 previous, last_progress = mark, moment
-            events_done = not restarted and consumed >= sent.delivered and finished >= consumed
-            if records >= expected and (events_done or restarted):
+            settled = moment - last_progress >= SETTLE_S
+            if restarted and records >= expected:
                 break
-            if events_done and moment - last_progress >= SETTLE_S:
-                tqdm.write(f"warning: {records:,} credits of the {expected:,} expected, none new "
-                           f"for {SETTLE_S:.0f} s")
+            if (not restarted and consumed >= sent.delivered
+                    and (finished >= consumed or settled) and (records >= expected or settled)):
+                _warn_shortfalls(consumed - finished, expected - records)
                 break
             if moment - last_progress >= stall_s:
                 tqdm.write(f"warning: no progress for {stall_s:.0f} s ({int(finished):,} of "
@@ -250,9 +237,45 @@ def wait_for_pipeline(settings: Settings, sent: SendSummary, before: WorkerCount
                 return False
             time.sleep(POLL_S)
     dead = int(now.dead_lettered - before.dead_lettered)
-    events = "" if restarted else f"{int(finished):,} events processed ({dead:,} dead-lettered) and "
+    events = "" if restarted else (f"{int(finished):,} events finished ({dead:,} "
+                                   "dead-lettered) and ")
     print(f"{events}{records:,} credits in {time.monotonic() - started:.1f} s")
     return True
+
+
+def _warn_shortfalls(unfinished: float, missing_credits: int) -> None:
+    """What the worker left unaccounted once nothing moved for `SETTLE_S` (DESIGN.md §8)."""
+    if unfinished > 0:
+        tqdm.write(f"warning: {int(unfinished):,} consumed events were neither processed nor "
+                   f"dead-lettered after {SETTLE_S:.0f} s without progress "
+                   "(consumed = processed + dead-lettered does not hold)")
+    if missing_credits > 0:
+        tqdm.write(f"warning: {missing_credits:,} expected credits were not published")
+
+
+def read_outputs(settings: Settings, credit_reader: TopicReader, credits: CreditBook,
+                 profiles: ProfileBook) -> None:
+    credit_reader.read_to_end(credits.add)
+    with TopicReader(settings, settings.topics.profiles) as profile_reader:
+        profile_reader.read_to_end(profiles.add)
+    print(f"{credits.ledger.records:,} credits ({credits.ledger.duplicates:,} duplicates "
+          f"ignored) and {len(profiles.latest):,} profiles of the simulated people; "
+          f"{credits.ignored + profiles.ignored:,} records of other people skipped")
+
+
+def answer(settings: Settings, profiles: ProfileBook, credits: CreditBook, truth: Truth,
+           movements: dict[str, int], *, title: str, html_path: Path) -> None:
+    """Print the report and write it as HTML, in the pipeline's reporting currency."""
+    config = load_pipeline_config(settings).attribution
+    report = build_report(
+        profiles, credits, models=config.models, currency=config.reporting_currency,
+        exponent=config.currency_table[config.reporting_currency].exponent,
+        truth=truth.people, mrr_movements=movements)
+    print(render_text(report, title=title))
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(render_html(report, title=title, footer=(
+        f"Read from {settings.topics.profiles} and {settings.topics.credits} on "
+        f"{settings.kafka_bootstrap}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.")))
 
 
 def where_to_look(settings: Settings, report: Path) -> str:

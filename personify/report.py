@@ -297,7 +297,8 @@ def _mrr(report: Report) -> list[str]:
     if report.mrr_movements:
         counted = ", ".join(f"{kind} {report.mrr_movements.get(kind, 0):,}"
                             for kind in MOVEMENT_ORDER)
-        lines += ["", f"  Movements counted by the worker during this run: {counted}."]
+        lines += ["", f"  MRR movements the worker counted for this run's events (events sent "
+                      f"again count none): {counted}."]
     return lines
 
 

@@ -219,13 +219,18 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def step(key: bytes, message: messages.PersonMessage, partition: int,
                    offset: int) -> None:
         stored = tables.persons.get(key)
-        state = PersonState.from_dict(orjson.loads(stored)) if stored else None
+        before = PersonState.from_dict(orjson.loads(stored)) if stored else None
         watermark = person_marks.get(partition, NO_WATERMARK)
-        state, outputs = step_person(state, message, person_id=key.decode(), config=config,
+        state, outputs = step_person(before, message, person_id=key.decode(), config=config,
                                      watermark=watermark)
         for output in outputs:
             await execute(key, output, partition)
         pipeline.aggregates.fold(partition, offset, key.decode(), outputs)
+        # The index of waiting persons follows the state, written right before it.
+        if state.held:
+            tables.held_revenue[key] = orjson.dumps([partition, state.held[0].message.event.ts])
+        elif before is not None and before.held:
+            tables.held_revenue.pop(key, None)
         tables.persons[key] = orjson.dumps(state.to_dict())  # last, as in stitch_identities
 
     async def advance_watermark(partition: int, offset: int, device_partition: int,
@@ -277,13 +282,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         elif isinstance(output, HoldStarted):
             metrics.revenue_held.inc()
             waiting_since.setdefault(partition, time.monotonic())
-            tables.held_revenue[key] = orjson.dumps([partition, output.ts])
         elif isinstance(output, HoldEnded):
             metrics.revenue_released.inc(output.count)
-            if output.waiting_ts is None:
-                tables.held_revenue.pop(key, None)
-            else:
-                tables.held_revenue[key] = orjson.dumps([partition, output.waiting_ts])
         elif isinstance(output, MrrMovement):
             metrics.mrr_movements.labels(output.kind).inc()
 
