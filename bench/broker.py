@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 
 def _reader(bootstrap: str) -> Consumer:
@@ -31,6 +38,24 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[str, int]:
         for tp, end in _partition_ends(consumer, topics).items():
             totals[tp.topic] += end
         return totals
+    finally:
+        consumer.close()
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
+    """Per topic, records not yet committed by `group` (a partition it never committed counts
+    whole). Faust commits every few seconds, so a lag of 0 means the worker has caught up."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions(group)
+    committed = {(tp.topic, tp.partition): max(tp.offset, 0)
+                 for tp in admin.list_consumer_group_offsets([request])[group].result()
+                 .topic_partitions}
+    consumer = _reader(bootstrap)
+    try:
+        lag = dict.fromkeys(topics, 0)
+        for tp, end in _partition_ends(consumer, topics).items():
+            lag[tp.topic] += end - committed.get((tp.topic, tp.partition), 0)
+        return lag
     finally:
         consumer.close()
 

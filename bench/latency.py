@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.broker import produce_patiently
+from bench.broker import group_lag, produce_patiently
 from bench.progress import say
 from bench.workload import LiveEvent
 from personify.sdk import PRODUCER_DEFAULTS
@@ -32,6 +32,9 @@ from processors.attribution import MODELS
 LIVE_PRODUCER = {**PRODUCER_DEFAULTS, "linger.ms": 5}
 """The SDK's producer settings with a shorter linger, as a latency-minded producer would use."""
 START_DELAY_S = 0.5
+IDLE_INTERNAL_LAG = 500
+"""Uncommitted internal records of an idle worker: watermarks, a few per partition every
+0.2 s, committed every 2.8 s."""
 
 
 def percentile(sorted_values: list[float], share: float) -> float:
@@ -130,15 +133,30 @@ def await_credits(clock: CreditClock, event_ids: set[str], timeout_s: float) -> 
         time.sleep(0.1)
 
 
+def await_idle(settings: Settings, timeout_s: float) -> bool:
+    """Wait until the worker's group has committed every input record and its internal topics
+    hold no more than an idle worker's watermark traffic; False at `timeout_s`."""
+    names = settings.topics
+    internal = [names.device_events, names.person_events]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lag = group_lag(settings.kafka_bootstrap, settings.app_id, [*names.inputs(), *internal])
+        if (sum(lag[t] for t in names.inputs()) == 0
+                and sum(lag[t] for t in internal) <= IDLE_INTERNAL_LAG):
+            return True
+        time.sleep(1.0)
+    return False
+
+
 def _producer(settings: Settings) -> Producer:
     return Producer({**LIVE_PRODUCER, "bootstrap.servers": settings.kafka_bootstrap})
 
 
 def preload(settings: Settings, events: list[LiveEvent], *, timeout_s: float,
             group: str) -> int:
-    """Send `events` as fast as possible with their own times and wait for their credits, so
-    the measured part of the stream meets people the worker already knows; returns how many
-    revenue events were still without credits at `timeout_s`."""
+    """Send `events` as fast as possible with their own times, wait for their credits and for
+    the worker to be idle, so the measured part of the stream meets people the worker already
+    knows and no backlog; returns how many revenue events were still without credits."""
     clock = CreditClock(settings, group)
     producer = _producer(settings)
     try:
@@ -149,6 +167,7 @@ def preload(settings: Settings, events: list[LiveEvent], *, timeout_s: float,
         completed = await_credits(clock, expected, timeout_s)
     finally:
         clock.close()
+    await_idle(settings, timeout_s)
     return len(expected - completed.keys())
 
 
@@ -164,6 +183,7 @@ def measure_rate(settings: Settings, events: list[LiveEvent], *, share: float, r
         completed_at = await_credits(clock, set(scheduled), drain_timeout_s)
     finally:
         clock.close()
+    await_idle(settings, drain_timeout_s)  # the next rate starts on a worker with no backlog
     measured = {event_id: at for event_id, at in scheduled.items() if at >= t0 + warmup_s}
     latencies = sorted(1000 * (completed_at[event_id] - at)
                        for event_id, at in measured.items() if event_id in completed_at)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from bench.broker import end_offsets, payload_bytes
+from bench.broker import end_offsets, group_lag, payload_bytes
 from bench.kafka_tools import disk_bytes
 from bench.progress import say
 from bench.sandbox import Sandbox
@@ -50,6 +50,7 @@ def drain_backlog(worker: WorkerProcess, sandbox: Sandbox, backlog: Backlog,
         f"toward {backlog.expected_credits:,} credit records")
     credits_topic = sandbox.settings.topics.credits
     bootstrap = sandbox.settings.kafka_bootstrap
+    internal = [sandbox.settings.topics.device_events, sandbox.settings.topics.person_events]
     last_report, consumed_all_at = ready_at, 0.0
     while True:
         now = time.monotonic()
@@ -65,8 +66,10 @@ def drain_backlog(worker: WorkerProcess, sandbox: Sandbox, backlog: Backlog,
                 consumed_all_at = now
             if now - last_report >= REPORT_EVERY_S:
                 last_report = now
+                lag = group_lag(bootstrap, sandbox.settings.app_id, internal)
                 say(f"  {consumed:,.0f} / {backlog.events:,} events read, {credits:,} / "
-                    f"{backlog.expected_credits:,} credit records out")
+                    f"{backlog.expected_credits:,} credit records out; not yet committed: "
+                    + ", ".join(f"{t.rsplit('-v1', 1)[0]} {n:,}" for t, n in lag.items()))
         time.sleep(POLL_S)
     done_at = time.monotonic()
     after = worker.usage()

@@ -228,10 +228,29 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         pipeline.aggregates.fold(partition, offset, key.decode(), outputs)
         # The index of waiting persons follows the state, written right before it.
         if state.held:
-            tables.held_revenue[key] = orjson.dumps([partition, state.held[0].message.event.ts])
+            waiting_ts = state.held[0].message.event.ts
+            tables.held_revenue[key] = orjson.dumps([partition, waiting_ts])
+            held_index(partition)[key] = waiting_ts
         elif before is not None and before.held:
             tables.held_revenue.pop(key, None)
+            held_index(partition).pop(key, None)
         tables.persons[key] = orjson.dumps(state.to_dict())  # last, as in stitch_identities
+
+    held_by_partition: dict[int, dict[bytes, int]] = {}
+
+    def held_index(partition: int) -> dict[bytes, int]:
+        """Persons of a partition with billing waiting, by its event time: read from the table
+        once after each rebalance, then kept beside it (the table is scanned no more)."""
+        if partition not in held_by_partition:
+            held_by_partition[partition] = {
+                key: ts for key, (held_partition, ts) in
+                ((key, orjson.loads(value)) for key, value in tables.held_revenue.items())
+                if held_partition == partition}
+        return held_by_partition[partition]
+
+    @app.on_partitions_revoked.connect
+    async def forget_held_index(app: faust.App, revoked, **kwargs) -> None:
+        held_by_partition.clear()
 
     async def advance_watermark(partition: int, offset: int, device_partition: int,
                                 view: Watermark) -> None:
@@ -248,8 +267,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         stalled = now - waiting_since.get(partition, now) >= config.watermark_stall_ms / 1000
         if stalled:
             mark = ANY_TIME
-        waiting = [key for key, value in tables.held_revenue.items()
-                   if _held_until(value, partition, mark.upto_ms)]
+        waiting = [key for key, ts in held_index(partition).items() if ts <= mark.upto_ms]
         if stalled:
             waiting_since.pop(partition)
             if waiting:
@@ -343,11 +361,6 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
     async def measure_tables() -> None:
         for name in ("devices", "persons", "held_revenue"):
             metrics.table_keys.labels(name).set(len(getattr(tables, name)))
-
-
-def _held_until(value: bytes, partition: int, mark: int) -> bool:
-    held_partition, waiting_ts = orjson.loads(value)
-    return held_partition == partition and waiting_ts <= mark
 
 
 def _committed(app: faust.App, tp) -> int | None:
