@@ -32,9 +32,11 @@ class PipelineConfig:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     segments: SegmentConfig = field(default_factory=SegmentConfig)
-    watermark_stall_ms: int = 60_000
+    watermark_stall_ms: int = 600_000
     """Revenue waits for the touch watermark (DESIGN.md §9) unless it has not moved for this
-    long of wall-clock time, then it goes ahead (a stalled input must not stop billing)."""
+    long of wall-clock time, then it goes ahead (a stalled input must not stop billing). Long,
+    because a slow stitching stage also holds the watermark still: going ahead early would
+    credit journeys whose touches are still on their way."""
 
 
 SECTIONS = {
@@ -107,4 +109,4 @@ def parse_config(document: Mapping[str, Any]) -> PipelineConfig:
     )
     return PipelineConfig(validation=validation, channels=channels, identity=identity,
                           attribution=attribution, segments=segments,
-                          watermark_stall_ms=int(pipe.get("watermark_stall_seconds", 60) * 1000))
+                          watermark_stall_ms=int(pipe.get("watermark_stall_seconds", 600) * 1000))

@@ -62,13 +62,8 @@ class BusinessCollector(Collector):
         yield from self._all_time(cells_by_window[ALL_TIME], unit)
 
     def _all_time(self, cells, unit: str) -> Iterator:
-        ltv = GaugeMetricFamily(
-            "personify_average_ltv_minor_units",
-            f"Lifetime revenue per customer by acquisition channel ({unit}).",
-            labels=["channel", "segment"])
-        for row in ltv_by_channel(cells):
-            if row.average_ltv_minor is not None:
-                ltv.add_metric([row.channel, row.segment], row.average_ltv_minor)
+        """Average LTV is not exported: an average is not additive across workers; divide
+        `personify_revenue_minor_units` by `personify_new_customers` (window="all")."""
         mrr = GaugeMetricFamily("personify_mrr_minor_units",
                                 f"Current monthly recurring revenue ({unit}).",
                                 labels=["channel", "segment"])
@@ -82,7 +77,7 @@ class BusinessCollector(Collector):
             buckets = [(_le(bound), count) for (_, bound), count in
                        zip(CONVERSION_TIME_BOUNDS, row.cumulative_counts, strict=True)]
             conversion.add_metric([row.channel, row.segment], buckets, row.total_ms / 1000)
-        yield from (ltv, mrr, conversion)
+        yield from (mrr, conversion)
 
 
 def _le(bound_ms: int | None) -> str:

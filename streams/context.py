@@ -10,7 +10,7 @@ from personify.settings import Settings
 from processors.aggregates import AggregateConfig
 from processors.config import PipelineConfig
 from streams.aggregate_store import AggregateStore
-from streams.metrics import Metrics, create_metrics
+from streams.metrics import Metrics, create_metrics, zero_known_labels
 from streams.tables import TableRegistry, declare_tables
 from streams.topics import TopicRegistry, declare_topics
 from streams.views import ServingViews
@@ -31,6 +31,7 @@ class Pipeline:
         from streams.config_files import load_pipeline_config
 
         metrics, config = create_metrics(), load_pipeline_config(settings)
+        zero_known_labels(metrics, settings.topics.inputs(), config.attribution.models)
         tables = declare_tables(app, settings)
         aggregates = AggregateStore(tables.aggregates,
                                     AggregateConfig.for_models(config.attribution.models))

@@ -31,6 +31,31 @@ class Metrics:
     view_writes_pending: Gauge
 
 
+def zero_known_labels(metrics: Metrics, input_topics: tuple[str, ...],
+                      models: tuple[str, ...]) -> None:
+    """Create every series of the closed label sets at 0, so `rate()` and `increase()` see the
+    first event (a series that appears at 1 has no earlier sample to grow from)."""
+    from processors.aggregates import MOVEMENT_KINDS
+    from processors.identity import DROP_REASONS, REFUSAL_REASONS
+    from processors.validation import REASONS
+
+    for topic in input_topics:
+        metrics.events_consumed.labels(topic)
+        metrics.events_processed.labels(topic)
+        metrics.replayed.labels(topic)
+        for reason in REASONS:
+            metrics.dead_letters.labels(topic, reason)
+    for reason in REFUSAL_REASONS:
+        metrics.link_refusals.labels(reason)
+    for reason in DROP_REASONS:
+        metrics.touches_dropped.labels(reason)
+    for model in models:
+        for kind in ("payment", "refund"):
+            metrics.credits_emitted.labels(model, kind)
+    for kind in MOVEMENT_KINDS:
+        metrics.mrr_movements.labels(kind)
+
+
 def create_metrics() -> Metrics:
     registry = CollectorRegistry()
     return Metrics(

@@ -1,0 +1,134 @@
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ops.grafana import build_dashboard
+from personify.stack.debian import ensure_program
+from personify.stack.prometheus import LOCAL_CONFIG, RULES
+from processors.aggregates import WINDOWS
+from processors.attribution import MODELS
+from streams.aggregate_store import AggregateStore
+from streams.business_metrics import BusinessCollector
+from streams.metrics import create_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+ALERT_TESTS = Path(__file__).with_name("alerts_test.yml")
+DASHBOARD = build_dashboard.OUTPUT
+BOARD = build_dashboard.dashboard()
+METRIC_NAME = re.compile(r"\bpersonify_[a-z0-9_]+\b")
+SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
+            "histogram": ("_bucket", "_sum", "_count", "_created")}
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    return ensure_program("promtool", "prometheus")
+
+
+def _promtool(promtool: str, *args: str) -> None:
+    result = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _exported_series() -> set[str]:
+    """Every series name a worker's /metrics can carry, from the very registry it serves."""
+    metrics = create_metrics()
+    metrics.registry.register(
+        BusinessCollector(AggregateStore(None, None), MODELS, "USD", owned_partitions=set))
+    return {family.name + suffix for family in metrics.registry.collect()
+            for suffix in SUFFIXES[family.type]}
+
+
+def _alert_exprs() -> list[str]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule["expr"] for group in groups for rule in group["rules"]]
+
+
+def _panels() -> list[dict]:
+    return [panel for panel in BOARD["panels"] if panel["type"] != "row"]
+
+
+def test_alert_rules_pass_promtool(promtool):
+    _promtool(promtool, "check", "rules", str(RULES))
+
+
+def test_alerts_fire_and_stay_quiet_as_their_cases_say(promtool):
+    _promtool(promtool, "test", "rules", str(ALERT_TESTS))
+
+
+def test_the_config_written_by_stack_up_is_valid(promtool, tmp_path):
+    config = tmp_path / "prometheus.yml"
+    config.write_text(LOCAL_CONFIG.format(rules=RULES, target="127.0.0.1:16066"))
+    _promtool(promtool, "check", "config", str(config))
+
+
+def test_the_compose_config_is_valid_with_the_repository_rules(promtool, tmp_path):
+    config = yaml.safe_load((ROOT / "ops/prometheus/prometheus.yml").read_text())
+    config["rule_files"] = [str(RULES)]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    _promtool(promtool, "check", "config", str(path))
+
+
+def test_the_committed_dashboard_is_what_its_generator_builds():
+    assert DASHBOARD.read_text() == build_dashboard.render(), (
+        "run `.venv/bin/python ops/grafana/build_dashboard.py`")
+
+
+def test_the_dashboard_is_grafana_schema_39_on_the_provisioned_datasource():
+    datasource = yaml.safe_load(
+        (ROOT / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert BOARD["schemaVersion"] == 39
+    assert build_dashboard.DATASOURCE["uid"] == datasource["datasources"][0]["uid"]
+
+
+def test_every_panel_queries_prometheus():
+    for panel in _panels():
+        assert panel["datasource"] == build_dashboard.DATASOURCE, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == build_dashboard.DATASOURCE
+            assert target["expr"].strip(), panel["title"]
+
+
+def test_panels_sit_on_the_grid_without_overlapping():
+    cells = set()
+    for panel in BOARD["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+        area = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"])
+                for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not area & cells, panel["title"]
+        cells |= area
+
+
+def test_template_variables_default_to_values_of_their_closed_sets():
+    variables = {v["name"]: v for v in BOARD["templating"]["list"]}
+    assert variables["model"]["current"]["value"] in MODELS
+    assert [o["value"] for o in variables["window"]["options"]] == list(WINDOWS)
+    assert variables["window"]["current"]["value"] in WINDOWS
+
+
+def test_every_variable_used_in_a_query_is_resolved():
+    for title, expr in build_dashboard.queries(BOARD):
+        assert "$" not in expr and "$" not in title, title
+
+
+def test_dashboard_queries_are_valid_promql(promtool, tmp_path):
+    rules = [{"record": f"dashboard:query_{i}", "expr": expr}
+             for i, (_, expr) in enumerate(build_dashboard.queries(BOARD))]
+    path = tmp_path / "dashboard_queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    _promtool(promtool, "check", "rules", str(path))
+
+
+def test_every_metric_in_the_dashboard_and_alerts_is_exported_by_the_worker():
+    exported = _exported_series()
+    exprs = [expr for _, expr in build_dashboard.queries(BOARD)] + _alert_exprs()
+    used = {name for expr in exprs for name in METRIC_NAME.findall(expr)}
+    assert used - exported == set()
+    assert {"personify_attributed_revenue_minor_units",
+            "personify_time_to_conversion_seconds_bucket"} <= used
