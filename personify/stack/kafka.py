@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 from personify.settings import Settings
 from personify.stack.processes import Managed, StackError, log_tail, port_open, wait_until
@@ -128,11 +130,8 @@ class KafkaBroker:
                 "-cp", classpath]
         if not (self.data_dir / "meta.properties").exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            fmt = subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
-                 "-c", str(self.config_file), "--ignore-formatted"],
-                capture_output=True, text=True,
-            )
+            fmt = subprocess.run(format_command(java, self.config_file, _cluster_id()),
+                                 capture_output=True, text=True)
             if fmt.returncode != 0:
                 raise StackError("formatting the Kafka data directory failed:\n"
                                  + (fmt.stdout + fmt.stderr)[-3000:])
@@ -145,9 +144,9 @@ class KafkaBroker:
 
     def _write_config(self) -> None:
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.settings.kafka_controller_port,
-            data_dir=self.data_dir, partitions=self.settings.partitions))
+        self.config_file.write_text(server_properties(
+            self.port, self.settings.kafka_controller_port, self.data_dir,
+            self.settings.partitions))
 
     def wipe(self) -> None:
         """Forget all topics; the worker's local state is wiped with it (it would be stale)."""
@@ -155,8 +154,19 @@ class KafkaBroker:
         shutil.rmtree(self.settings.data_dir, ignore_errors=True)
 
 
-def _cluster_id() -> str:
-    import base64
+def server_properties(port: int, controller_port: int, data_dir: Path, partitions: int) -> str:
+    return SERVER_PROPERTIES.format(port=port, controller_port=controller_port,
+                                    data_dir=data_dir, partitions=partitions)
 
+
+def format_command(java: list[str], config_file: Path, cluster_id: str) -> list[str]:
+    """StorageTool's format; `--cluster-id=` keeps an id that starts with `-` a value."""
+    return [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+            f"--config={config_file}", "--ignore-formatted"]
+
+
+def _cluster_id() -> str:
+    """A random 16-byte id in Kafka's URL-safe base64 form (it may start with `-`, hence the
+    `--cluster-id=` spelling above)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
