@@ -273,8 +273,15 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             if waiting:
                 metrics.watermark_stalls.inc()
         for key in waiting:
-            await step(key, messages.ReleaseHeld(key.decode(), mark.upto_ms, mark.fresh_ms),
-                       partition, offset)
+            try:
+                await step(key, messages.ReleaseHeld(key.decode(), mark.upto_ms,
+                                                     mark.fresh_ms), partition, offset)
+            except Exception:  # noqa: BLE001 - one person must not stop the others
+                # Out of the index until the next restart: retrying at every watermark would
+                # repeat whatever the failed step already sent.
+                log.exception("releasing the held billing of %r failed", key)
+                metrics.dead_letters.labels(names.person_events, "processing_error").inc()
+                held_index(partition).pop(key, None)
 
     async def execute(key: bytes, output: object, partition: int) -> None:
         if isinstance(output, Credit):

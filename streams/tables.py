@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import faust
 
 from personify.settings import Settings
+from personify.stack.topics import TABLES
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,10 @@ def declare_tables(app: faust.App, settings: Settings) -> TableRegistry:
         return app.Table(name, key_type=bytes, value_type=bytes, partitions=settings.partitions,
                          help=help_text)
 
+    devices, persons, held_revenue, aggregates = TABLES
     return TableRegistry(
-        devices=table("devices", "device identity and visit state"),
-        persons=table("persons", "person identity, journey and revenue state"),
-        held_revenue=table("held-revenue", "persons whose revenue waits for the touches"),
-        aggregates=table("aggregates", "rolling aggregates by partition, hour and measure"),
+        devices=table(devices, "device identity and visit state"),
+        persons=table(persons, "person identity, journey and revenue state"),
+        held_revenue=table(held_revenue, "persons whose revenue waits for the touches"),
+        aggregates=table(aggregates, "rolling aggregates by partition, hour and measure"),
     )

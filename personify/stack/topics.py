@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from personify.settings import Settings
 
+TABLES = ("devices", "persons", "held-revenue", "aggregates")
+"""The worker's tables; their changelogs are `{app_id}-{table}-changelog`."""
+
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Every topic the project owns, with its per-topic config; profiles are compacted."""
+    """Every topic the project owns, with its per-topic config; profiles and changelogs are
+    compacted. Changelogs are created here, before the worker starts, so that the worker's
+    consumer knows them from its first metadata (a changelog topic it learns about only at
+    the next metadata refresh cannot be written to until then)."""
     t = settings.topics
     keep_forever = {"retention.ms": "-1"}
+    changelogs = {f"{settings.app_id}-{table}-changelog": {"cleanup.policy": "compact"}
+                  for table in TABLES}
     return {
+        **changelogs,
         t.page_views: keep_forever,
         t.signups: keep_forever,
         t.billing: keep_forever,
