@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from tqdm import tqdm
 
 from personify.settings import Settings
-from processors.views import ViewWrite, credit_writes, profile_writes
+from processors.views import credit_writes, profile_writes, queue_write
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,21 +53,12 @@ def rebuild(settings: Settings) -> int:
         pipe = client.pipeline(transaction=False)
         for record in _read_topic(settings, topic, label):
             for write in to_writes(record):
-                _apply(pipe, write)
+                queue_write(pipe, write)
                 written += 1
             if len(pipe) >= 2000:
                 pipe.execute()
         pipe.execute()
     return written
-
-
-def _apply(pipe, write: ViewWrite) -> None:
-    if write.op == "set":
-        pipe.set(write.key, write.value)
-    elif write.op == "hset":
-        pipe.hset(write.key, write.field, write.value)
-    else:
-        pipe.zadd(write.key, {write.field: write.value})
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

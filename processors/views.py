@@ -46,6 +46,16 @@ class ViewWrite:
         return (self.key, self.field)
 
 
+def queue_write(pipeline: Any, write: ViewWrite) -> None:
+    """Queue `write` on a Redis pipeline (sync or asyncio: both queue commands the same way)."""
+    if write.op == "set":
+        pipeline.set(write.key, write.value)
+    elif write.op == "hset":
+        pipeline.hset(write.key, write.field, write.value)
+    else:
+        pipeline.zadd(write.key, {write.field: write.value})
+
+
 def profile_writes(profile: dict[str, Any]) -> list[ViewWrite]:
     person_id = profile["person_id"]
     return [ViewWrite("set", person_key(person_id), orjson.dumps(profile)),

@@ -14,7 +14,7 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from processors.views import BEST_CUSTOMERS, ViewWrite
+from processors.views import BEST_CUSTOMERS, ViewWrite, queue_write
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,7 @@ class ServingViews:
             batch = [self._pending[slot] for slot in slots]
             pipe = self._client.pipeline(transaction=False)
             for write in batch:
-                if write.op == "set":
-                    pipe.set(write.key, write.value)
-                elif write.op == "hset":
-                    pipe.hset(write.key, write.field, write.value)
-                else:
-                    pipe.zadd(write.key, {write.field: write.value})
+                queue_write(pipe, write)
             await pipe.execute()
             for slot, write in zip(slots, batch, strict=True):
                 if self._pending.get(slot) is write:
