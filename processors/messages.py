@@ -2,6 +2,7 @@
 
 Each record names its kind in `k`; billing and device records carry the source coordinates
 and original text of the input event, so a later stage can still dead-letter it faithfully.
+On the internal topics they travel in batches (`Batch`), each item with the key it belongs to.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
+
+import orjson
 
 from processors.identity import Link, SignupSeen, StitchedTouch, touch_from_dict, touch_to_dict
 from schemas.events import (
@@ -124,3 +127,45 @@ def decode(data: dict[str, Any]) -> PersonMessage:
     if kind == "signup":
         return SignupSeen(**{**values, "traits": Traits(**values["traits"])})
     return ReleaseHeld(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Internal records for one partition of the next stage, in one Kafka record.
+
+    A stage pays Faust's per-record cost (a consume, a send, a state write per key) once per
+    batch instead of once per event. `items` are (key, encoded message) in the order they were
+    produced; `mark` is the touch watermark that follows them (watermarks.py), if any."""
+
+    items: list[tuple[str, dict[str, Any]]]
+    mark: dict[str, Any] | None = None
+
+
+BATCH_RECORD_BYTES = 256 * 1024
+"""A batch is split into records of about this size (the broker refuses records over 1 MB)."""
+
+
+def encode_batch(batch: Batch, max_bytes: int = BATCH_RECORD_BYTES) -> list[bytes]:
+    """`batch` as records of at most about `max_bytes` each (an item larger than that travels
+    alone); only the last record carries the mark, which covers them all."""
+    chunks: list[list[bytes]] = [[]]
+    size = 0
+    for key, item in batch.items:
+        encoded = orjson.dumps([key, item])
+        if chunks[-1] and size + len(encoded) > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(encoded)
+        size += len(encoded) + 1
+    last = len(chunks) - 1
+    return [b'{"k":"batch","items":[' + b",".join(chunk) + b'],"wm":'
+            + orjson.dumps(batch.mark if number == last else None) + b"}"
+            for number, chunk in enumerate(chunks)]
+
+
+def decode_batch(data: Any) -> Batch:
+    """The batch in `data`; ValueError when `data` is not a batch record."""
+    if not isinstance(data, dict) or data.get("k") != "batch" or not isinstance(
+            data.get("items"), list):
+        raise ValueError("not a batch of internal records")
+    return Batch([(key, item) for key, item in data["items"]], data.get("wm"))

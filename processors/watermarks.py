@@ -13,7 +13,8 @@ end of a replay release everything; a partition not heard of yet holds it at `NO
 Marks are only as good as the moment they were taken: "idle" said before a billing event was
 validated says nothing about touches produced just before it. So every watermark carries
 `fresh_ms`, the wall-clock time of its oldest mark, and a billing event validated at `t` only
-trusts a watermark with `fresh_ms ≥ t`.
+trusts a watermark with `fresh_ms ≥ t`. An "idle" mark is as old as the fetch response that
+showed the partition's end, not as the moment it was written down.
 """
 
 from __future__ import annotations

@@ -1,23 +1,28 @@
 """The agents: thin loops that read state, call a processor, write state, send the decisions.
 
-validate_events (inputs) ─► device events (key anonymous_id) ─► stitch_identities (devices)
-                        └─► person events  (key user_id)  ◄────────┘
-person events ─► credit_revenue (persons) ─► attribution credits, profiles, dead letters
+validate_events (inputs) ─► device batches (by anonymous_id) ─► stitch_identities (devices)
+                        └─► person batches (by user_id)  ◄────────────┘
+person batches ─► credit_revenue (persons) ─► attribution credits, profiles, dead letters
 
-Touch watermarks (processors/watermarks.py) ride the same two internal topics, sent to every
-partition behind the records they cover; they carry no key.
+The internal topics carry batches (processors/messages.py `Batch`): a stage sends one record
+per partition of the next stage for all it forwards there, and the next stage writes each
+changed key's state once per batch. Each key always lands in the partition Kafka's default
+partitioner gives it, so a table's changelog record is in the partition that owns its key.
+Touch watermarks (processors/watermarks.py) ride in the batches behind the records they cover.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import asynccontextmanager
-from functools import partial
+from collections import defaultdict
+from collections.abc import Iterable
+from functools import lru_cache, partial
 
 import faust
 import orjson
 
+from personify.partitioner import partition_for
 from processors import messages
 from processors.aggregates import windows
 from processors.dead_letters import dead_letter_record
@@ -56,12 +61,45 @@ from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
 from streams.views import revenue_share_of_top
 
+BATCH_MAX_EVENTS = 2000
+"""Input events validated per batch, at most."""
+BATCH_WITHIN_S = 0.01
+"""How long the validating stage waits to fill a batch: the latency it adds at low traffic."""
 WATERMARK_INTERVAL_S = 0.05
+"""A partition that gets no records is sent the watermark alone at most this often."""
 log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Outbox:
+    """The batches a stage sends to the partitions of one internal topic."""
+
+    def __init__(self, topic: faust.TopicT, partitions: int) -> None:
+        self.topic, self.partitions = topic, partitions
+        self.items: defaultdict[int, list[tuple[str, dict]]] = defaultdict(list)
+        self.last_sent: dict[int, float] = {}
+        self.partition_of = lru_cache(maxsize=65536)(
+            lambda key: partition_for(key.encode(), partitions))
+
+    def add(self, key: str, item: dict) -> None:
+        self.items[self.partition_of(key)].append((key, item))
+
+    async def send(self, mark: dict | None) -> None:
+        """Every partition with records gets them (and `mark`); the others get `mark` alone
+        when they have not heard from this stage for `WATERMARK_INTERVAL_S`."""
+        now = time.monotonic()
+        for partition in range(self.partitions):
+            items = self.items.pop(partition, None)
+            if not items and (mark is None or
+                              now - self.last_sent.get(partition, 0.0) < WATERMARK_INTERVAL_S):
+                continue
+            self.last_sent[partition] = now
+            for record in messages.encode_batch(messages.Batch(items or [], mark)):
+                await self.topic.send(value=record, partition=partition)
+
 
 
 def register(app: faust.App, pipeline: Pipeline) -> None:
@@ -72,6 +110,9 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                      names.billing: "billing"}
     touch_topics = (names.page_views, names.signups)
     detect = partial(detect_touch, config=config.channels)
+    to_devices = Outbox(topics.device_events, settings.partitions)
+    to_persons = Outbox(topics.person_events, settings.partitions)
+    from_devices = Outbox(topics.person_events, settings.partitions)
 
     # Process-local progress of the inputs this worker validates, and the watermark views of
     # the internal partitions it owns; all rebuilt from the streams after a restart.
@@ -83,6 +124,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     waiting_since: dict[int, float] = {}
     """Per person partition, since when revenue has waited without the watermark moving."""
     last_broadcast = [0.0]
+    in_batch = [False]
+    """Whether validate_events is between reading a batch and sending it all."""
 
     async def dead_letter(key: bytes | None, raw: bytes, topic: str, partition: int, offset: int,
                           reason: str, message: str) -> None:
@@ -96,145 +139,222 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         await dead_letter(key, source.raw.encode(), source.topic, source.partition, source.offset,
                           reason, message)
 
-    @asynccontextmanager
-    async def failures_dead_lettered(event: faust.EventT):
-        """A defect met on one record dead-letters that record and the stream goes on."""
-        try:
-            yield
-        except Exception as exc:  # noqa: BLE001 - the stream must outlive any one record
-            msg = event.message
-            log.exception("processing %s[%s]@%s failed", msg.topic, msg.partition, msg.offset)
-            await dead_letter(event.key, event.value or b"", msg.topic, msg.partition,
-                              msg.offset, "processing_error", f"{type(exc).__name__}: {exc}")
+    async def dead_letter_failure(event: faust.EventT, exc: Exception,
+                                  key: str | None = None, item: dict | None = None) -> None:
+        """A defect met on one record (or one item of a batch) dead-letters it, and the stream
+        goes on."""
+        msg = event.message
+        log.error("processing %s[%s]@%s failed", msg.topic, msg.partition, msg.offset,
+                  exc_info=exc)
+        raw = orjson.dumps(item) if item is not None else event.value or b""
+        await dead_letter(key.encode() if key is not None else event.key, raw, msg.topic,
+                          msg.partition, msg.offset, "processing_error",
+                          f"{type(exc).__name__}: {exc}")
 
-    async def broadcast_input_marks() -> None:
-        """Send this worker's input marks to every device partition, behind what it forwarded."""
-        last_broadcast[0] = time.monotonic()
-        marks = {}
+    def input_marks(progress: dict[str, int], newest: dict[str, int]) -> dict:
+        """This worker's input marks: how far each page-view and signup partition it reads has
+        been forwarded, counting a batch's `progress` and `newest` event times (for a batch
+        whose records travel with these marks)."""
+        marks, at = {}, wall_ms()
         for tp in app.consumer.assignment():
             if tp.topic in touch_topics:
                 name = f"{tp.topic}:{tp.partition}"
-                position = next_offset.get(name, _committed(app, tp) or 0)
-                marks[name] = input_mark(newest_ts.get(name), position,
-                                         app.consumer.highwater(tp))
+                position = progress.get(name, next_offset.get(name, _committed(app, tp) or 0))
+                ts = max(newest[name], newest_ts.get(name, newest[name])) if name in newest \
+                    else newest_ts.get(name)
+                marks[name] = input_mark(ts, position, app.consumer.highwater(tp))
+                if marks[name] is None:  # "idle" holds as of the fetch that saw the end
+                    at = min(at, _last_fetched_ms(app, tp))
         expected = sum(app.consumer.topic_partitions(t) or settings.partitions
                        for t in touch_topics)
-        record = orjson.dumps({"k": "wm", "marks": marks, "expected": expected,
-                               "at": wall_ms()})
-        for partition in range(settings.partitions):
-            await topics.device_events.send(value=record, partition=partition)
+        return {"marks": marks, "expected": expected, "at": at}
 
     @app.agent(topics.inputs, name="validate_events")
     async def validate_events(stream: faust.StreamT) -> None:
-        """Decode and validate; valid events are re-keyed with Faust's partitioner."""
-        async for event in stream.events():
-            async with failures_dead_lettered(event):
-                msg = event.message
-                raw = event.value or b""
-                metrics.events_consumed.labels(msg.topic).inc()
-                result = decode(raw, kind_of_topic[msg.topic], now_ms=wall_ms(),
-                                config=config.validation)
-                if isinstance(result, Rejection):
-                    await dead_letter(event.key, raw, msg.topic, msg.partition, msg.offset,
-                                      result.reason, result.message)
-                else:
-                    source = messages.Source(msg.topic, msg.partition, msg.offset, raw.decode(),
-                                             validated_at_ms=wall_ms())
-                    record = orjson.dumps(messages.encode(messages.Sourced(result, source)))
-                    if msg.topic in touch_topics:
-                        await topics.device_events.send(key=result.anonymous_id.encode(),
-                                                        value=record)
-                        name = f"{msg.topic}:{msg.partition}"
-                        newest_ts[name] = max(newest_ts.get(name, result.ts), result.ts)
-                    else:
-                        await topics.person_events.send(key=result.user_id.encode(), value=record)
-                next_offset[f"{msg.topic}:{msg.partition}"] = msg.offset + 1
-                if time.monotonic() - last_broadcast[0] >= WATERMARK_INTERVAL_S:
-                    await broadcast_input_marks()
+        """Decode and validate a batch of inputs; forward the valid events in batches."""
+        async for events in stream.take_events(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
+            in_batch[0] = True
+            try:
+                await validate_batch(events)
+            finally:
+                in_batch[0] = False
+
+    async def validate_batch(events: list[faust.EventT]) -> None:
+        progress: dict[str, int] = {}
+        newest: dict[str, int] = {}
+        for event in events:
+            try:
+                await validate(event, newest)
+            except Exception as exc:  # noqa: BLE001 - the stream must outlive any record
+                await dead_letter_failure(event, exc)
+            msg = event.message
+            progress[f"{msg.topic}:{msg.partition}"] = msg.offset + 1
+        last_broadcast[0] = time.monotonic()
+        await to_persons.send(None)
+        # The marks ride with the records they cover; the shared progress moves only once all
+        # are sent, so an idle broadcast meanwhile never runs ahead of them.
+        await to_devices.send(input_marks(progress, newest))
+        for name, ts in newest.items():
+            newest_ts[name] = max(newest_ts.get(name, ts), ts)
+        next_offset.update(progress)
+
+    async def validate(event: faust.EventT, newest: dict[str, int]) -> None:
+        msg = event.message
+        raw = event.value or b""
+        metrics.events_consumed.labels(msg.topic).inc()
+        result = decode(raw, kind_of_topic[msg.topic], now_ms=wall_ms(),
+                        config=config.validation)
+        if isinstance(result, Rejection):
+            await dead_letter(event.key, raw, msg.topic, msg.partition, msg.offset,
+                              result.reason, result.message)
+            return
+        source = messages.Source(msg.topic, msg.partition, msg.offset, raw.decode(),
+                                 validated_at_ms=wall_ms())
+        record = messages.encode(messages.Sourced(result, source))
+        if msg.topic in touch_topics:
+            to_devices.add(result.anonymous_id, record)
+            name = f"{msg.topic}:{msg.partition}"
+            newest[name] = max(newest.get(name, result.ts), result.ts)
+        else:
+            to_persons.add(result.user_id, record)
 
     @app.timer(interval=WATERMARK_INTERVAL_S * 4)
     async def broadcast_when_idle() -> None:
-        if time.monotonic() - last_broadcast[0] >= WATERMARK_INTERVAL_S * 4:
-            await broadcast_input_marks()
+        if not in_batch[0] and time.monotonic() - last_broadcast[0] >= WATERMARK_INTERVAL_S * 4:
+            last_broadcast[0] = time.monotonic()
+            await to_devices.send(input_marks({}, {}))
+
+    def load(table: faust.Table, key: str) -> dict | None:
+        stored = table.get(key.encode())
+        return orjson.loads(stored) if stored else None
+
+    def write(table: faust.Table, states: dict[str, object], keys: Iterable[str]) -> None:
+        for key in keys:
+            table[key.encode()] = orjson.dumps(states[key].to_dict())
 
     @app.agent(topics.device_events, name="stitch_identities")
     async def stitch_identities(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            async with failures_dead_lettered(event):
-                data = orjson.loads(event.value)
-                if data["k"] == "wm":
-                    await forward_marks(event.message.partition, data)
-                    continue
-                sourced = messages.decode(data)
-                stored = tables.devices.get(event.key)
-                state = DeviceState.from_dict(orjson.loads(stored)) if stored else None
-                state, outputs = step_device(state, sourced.event, detect_touch=detect,
-                                             config=config.identity, origin=sourced.source.origin)
-                duplicate = False
-                for output in outputs:
-                    if isinstance(output, Duplicate):
-                        duplicate = True
-                        if output.replay:
-                            metrics.replayed.labels(sourced.source.topic).inc()
-                            continue
-                        await dead_letter_source(event.key, sourced.source, "duplicate_event_id",
-                                                 f"event_id {output.event_id!r} was already "
-                                                 "processed")
-                    elif isinstance(output, LinkRefused):
-                        metrics.link_refusals.labels(output.reason).inc()
-                    elif isinstance(output, TouchDropped):
-                        metrics.touches_dropped.labels(output.reason).inc()
-                    else:
-                        if isinstance(output, StitchedTouch):
-                            metrics.touches_stitched.inc()
-                        await topics.person_events.send(
-                            key=output.person_id.encode(),
-                            value=orjson.dumps(messages.encode(output)))
-                if not duplicate:
-                    metrics.events_processed.labels(sourced.source.topic).inc()
-                    # State last: if it is durable, the outputs sent before it are too.
-                    tables.devices[event.key] = orjson.dumps(state.to_dict())
+            try:
+                batch = messages.decode_batch(orjson.loads(event.value))
+            except Exception as exc:  # noqa: BLE001 - the stream must outlive any record
+                await dead_letter_failure(event, exc)
+                continue
+            states: dict[str, DeviceState | None] = {}
+            changed: set[str] = set()
+            for key, item in batch.items:
+                try:
+                    if key not in states:
+                        stored = load(tables.devices, key)
+                        states[key] = DeviceState.from_dict(stored) if stored else None
+                    state = await stitch(key, messages.decode(item), states[key])
+                    if state is not None:
+                        states[key] = state
+                        changed.add(key)
+                except Exception as exc:  # noqa: BLE001
+                    await dead_letter_failure(event, exc, key, item)
+            mark = forwarded_mark(event.message.partition, batch.mark)
+            await from_devices.send(mark)
+            write(tables.devices, states, changed)  # last: the outputs before it are durable
 
-    async def forward_marks(device_partition: int, data: dict) -> None:
+    async def stitch(key: str, sourced: messages.Sourced,
+                     state: DeviceState | None) -> DeviceState | None:
+        """One device event; the new state, or None for a duplicate (nothing to write)."""
+        state, outputs = step_device(state, sourced.event, detect_touch=detect,
+                                     config=config.identity, origin=sourced.source.origin)
+        duplicate = False
+        for output in outputs:
+            if isinstance(output, Duplicate):
+                duplicate = True
+                if output.replay:
+                    metrics.replayed.labels(sourced.source.topic).inc()
+                    continue
+                await dead_letter_source(key.encode(), sourced.source, "duplicate_event_id",
+                                         f"event_id {output.event_id!r} was already processed")
+            elif isinstance(output, LinkRefused):
+                metrics.link_refusals.labels(output.reason).inc()
+            elif isinstance(output, TouchDropped):
+                metrics.touches_dropped.labels(output.reason).inc()
+            else:
+                if isinstance(output, StitchedTouch):
+                    metrics.touches_stitched.inc()
+                from_devices.add(output.person_id, messages.encode(output))
+        if duplicate:
+            return None
+        metrics.events_processed.labels(sourced.source.topic).inc()
+        return state
+
+    def forwarded_mark(device_partition: int, mark: dict | None) -> dict | None:
+        """This device partition's view of the inputs, for the person partitions."""
+        if mark is None:
+            return None
         view = device_views.setdefault(device_partition, {})
-        view.update({name: (mark, data["at"]) for name, mark in data["marks"].items()})
-        low = low_watermark({name: mark for name, (mark, _) in view.items()}, data["expected"])
+        view.update({name: (value, mark["at"]) for name, value in mark["marks"].items()})
+        low = low_watermark({name: value for name, (value, _) in view.items()},
+                            mark["expected"])
         fresh = min(at for _, at in view.values()) if view else 0
-        record = orjson.dumps({"k": "wm", "q": device_partition, "upto": low, "fresh": fresh})
-        for partition in range(settings.partitions):
-            await topics.person_events.send(value=record, partition=partition)
+        return {"q": device_partition, "upto": low, "fresh": fresh}
 
     @app.agent(topics.person_events, name="credit_revenue")
     async def credit_revenue(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            async with failures_dead_lettered(event):
-                data = orjson.loads(event.value)
-                partition, offset = event.message.partition, event.message.offset
-                if data["k"] == "wm":
-                    await advance_watermark(partition, offset, data["q"],
-                                            Watermark(data["upto"], data["fresh"]))
-                    continue
-                await step(event.key, messages.decode(data), partition, offset)
+            try:
+                batch = messages.decode_batch(orjson.loads(event.value))
+            except Exception as exc:  # noqa: BLE001 - the stream must outlive any record
+                await dead_letter_failure(event, exc)
+                continue
+            step = PersonSteps(event.message.partition)
+            for key, item in batch.items:
+                try:
+                    await step.run(key, messages.decode(item))
+                except Exception as exc:  # noqa: BLE001
+                    await dead_letter_failure(event, exc, key, item)
+            if batch.mark is not None:
+                await advance_watermark(step, batch.mark["q"],
+                                        Watermark(batch.mark["upto"], batch.mark["fresh"]))
+            await step.finish(event.message.offset)
 
-    async def step(key: bytes, message: messages.PersonMessage, partition: int,
-                   offset: int) -> None:
-        stored = tables.persons.get(key)
-        before = PersonState.from_dict(orjson.loads(stored)) if stored else None
-        watermark = person_marks.get(partition, NO_WATERMARK)
-        state, outputs = step_person(before, message, person_id=key.decode(), config=config,
-                                     watermark=watermark)
-        for output in outputs:
-            await execute(key, output, partition)
-        pipeline.aggregates.fold(partition, offset, key.decode(), outputs)
-        # The index of waiting persons follows the state, written right before it.
-        if state.held:
-            waiting_ts = state.held[0].message.event.ts
-            tables.held_revenue[key] = orjson.dumps([partition, waiting_ts])
-            held_index(partition)[key] = waiting_ts
-        elif before is not None and before.held:
-            tables.held_revenue.pop(key, None)
-            held_index(partition).pop(key, None)
-        tables.persons[key] = orjson.dumps(state.to_dict())  # last, as in stitch_identities
+    class PersonSteps:
+        """The person steps of one person-events record: each person's state is read once and
+        written once, after the outputs and the aggregates (in `finish`)."""
+
+        def __init__(self, partition: int) -> None:
+            self.partition = partition
+            self.before: dict[str, PersonState | None] = {}
+            self.states: dict[str, PersonState] = {}
+            self.outputs: list = []
+            self.profiles: dict[str, dict] = {}
+
+        async def run(self, key: str, message: messages.PersonMessage) -> None:
+            if key not in self.before:
+                stored = load(tables.persons, key)
+                self.before[key] = PersonState.from_dict(stored) if stored else None
+            current = self.states.get(key, self.before[key])
+            watermark = person_marks.get(self.partition, NO_WATERMARK)
+            state, outputs = step_person(current, message, person_id=key, config=config,
+                                         watermark=watermark)
+            for output in outputs:
+                await execute(key, output, self)
+            self.outputs.extend(outputs)
+            self.states[key] = state
+
+        async def finish(self, offset: int) -> None:
+            for key, record in self.profiles.items():
+                await topics.profiles.send(key=key.encode(), value=orjson.dumps(record))
+                pipeline.views.queue(profile_writes(record))
+            pipeline.aggregates.fold(self.partition, offset, self.outputs)
+            index = held_index(self.partition)
+            for key, state in self.states.items():  # the index of waiting persons follows
+                before = self.before[key]
+                if state.held:
+                    waiting_ts = state.held[0].message.event.ts
+                    tables.held_revenue[key.encode()] = orjson.dumps([self.partition,
+                                                                      waiting_ts])
+                    index[key.encode()] = waiting_ts
+                elif before is not None and before.held:
+                    tables.held_revenue.pop(key.encode(), None)
+                    index.pop(key.encode(), None)
+            write(tables.persons, self.states, self.states)  # last, as in stitch_identities
 
     held_by_partition: dict[int, dict[bytes, int]] = {}
 
@@ -252,10 +372,11 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def forget_held_index(app: faust.App, revoked, **kwargs) -> None:
         held_by_partition.clear()
 
-    async def advance_watermark(partition: int, offset: int, device_partition: int,
+    async def advance_watermark(step: PersonSteps, device_partition: int,
                                 view: Watermark) -> None:
         """Release the persons of this partition whose held billing the watermark has passed;
         when revenue has waited `watermark_stall_ms` without the watermark moving, all of it."""
+        partition = step.partition
         views = person_views.setdefault(partition, {})
         views[device_partition] = view
         mark = person_watermark(views, settings.partitions)
@@ -265,6 +386,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         if mark.upto_ms != previous.upto_ms and partition in waiting_since:
             waiting_since[partition] = now
         stalled = now - waiting_since.get(partition, now) >= config.watermark_stall_ms / 1000
+        if mark == previous and not stalled:
+            return  # whatever waits, waited for this very watermark already
         if stalled:
             mark = ANY_TIME
         waiting = [key for key, ts in held_index(partition).items() if ts <= mark.upto_ms]
@@ -274,8 +397,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 metrics.watermark_stalls.inc()
         for key in waiting:
             try:
-                await step(key, messages.ReleaseHeld(key.decode(), mark.upto_ms,
-                                                     mark.fresh_ms), partition, offset)
+                await step.run(key.decode(), messages.ReleaseHeld(key.decode(), mark.upto_ms,
+                                                                  mark.fresh_ms))
             except Exception:  # noqa: BLE001 - one person must not stop the others
                 # Out of the index until the next restart: retrying at every watermark would
                 # repeat whatever the failed step already sent.
@@ -283,17 +406,16 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 metrics.dead_letters.labels(names.person_events, "processing_error").inc()
                 held_index(partition).pop(key, None)
 
-    async def execute(key: bytes, output: object, partition: int) -> None:
+    async def execute(key: str, output: object, step: PersonSteps) -> None:
         if isinstance(output, Credit):
             metrics.credits_emitted.labels(output.model, output.kind).inc()
             record = credit_record(output)
-            await topics.credits.send(key=key, value=orjson.dumps(record))
+            await topics.credits.send(key=key.encode(), value=orjson.dumps(record))
             pipeline.views.queue(credit_writes(record))
         elif isinstance(output, ProfileChanged):
-            await topics.profiles.send(key=key, value=orjson.dumps(output.record))
-            pipeline.views.queue(profile_writes(output.record))
+            step.profiles[key] = output.record  # the newest of the batch is sent in `finish`
         elif isinstance(output, DeadLetter):
-            await dead_letter_source(key, output.source, output.reason, output.message)
+            await dead_letter_source(key.encode(), output.source, output.reason, output.message)
         elif isinstance(output, Processed):
             metrics.events_processed.labels(output.source_topic).inc()
             metrics.processing_latency.labels(output.source_topic).observe(
@@ -306,7 +428,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             metrics.late_touches.inc()
         elif isinstance(output, HoldStarted):
             metrics.revenue_held.inc()
-            waiting_since.setdefault(partition, time.monotonic())
+            waiting_since.setdefault(step.partition, time.monotonic())
         elif isinstance(output, HoldEnded):
             metrics.revenue_released.inc(output.count)
         elif isinstance(output, MrrMovement):
@@ -374,3 +496,13 @@ def _committed(app: faust.App, tp) -> int | None:
     """The group's committed offset of `tp` as the consumer learnt it at assignment (None
     when the group has none: it then starts from the earliest offset)."""
     return app.consumer._committed_offset.get(tp)  # Faust keeps it; there is no public getter
+
+
+def _last_fetched_ms(app: faust.App, tp) -> int:
+    """Wall-clock time of the fetch response that last told the end offset of `tp` (0 when
+    none has yet): an input partition is known to be consumed to its end only as of then."""
+    try:
+        consumer = app.consumer._thread._ensure_consumer()  # aiokafka's; Faust hides it
+        return consumer.last_poll_timestamp(tp) or 0
+    except Exception:  # noqa: BLE001 - a partition being revoked: not known to be idle now
+        return 0

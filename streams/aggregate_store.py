@@ -6,9 +6,9 @@ A whole aggregate is large, so each fold rewrites only the small records it chan
 (partition, hour or "all", measure group), where a group is a measure (or one model's
 attributed revenue).
 
-Exactly once across crashes: the person step's state is written after the aggregate, and the
-aggregate remembers the last person-events offset (and the persons stepped at it) it folded, so
-a step replayed after a crash is folded once whichever of the two writes survived.
+Exactly once across crashes: a person-events record (a batch) is folded in one call, the
+persons' states are written after the aggregate, and the aggregate remembers the last offset it
+folded, so a record replayed after a crash is folded once whichever of the writes survived.
 """
 
 from __future__ import annotations
@@ -48,19 +48,18 @@ class AggregateStore:
         self._table = table
         self._config = config
         self._states: dict[int, Aggregate] = {}
-        self._folded: dict[int, tuple[int, set[str]]] = {}
+        self._folded: dict[int, int] = {}
 
     def state(self, partition: int) -> Aggregate:
         if partition not in self._states:
             self._states[partition] = self._load(partition)
         return self._states[partition]
 
-    def fold(self, partition: int, offset: int, person: str, outputs: list) -> None:
-        """Fold one person step's outputs in; call from the stream of `partition` while
-        processing the record at `offset`."""
+    def fold(self, partition: int, offset: int, outputs: list) -> None:
+        """Fold the outputs of every person step of the record at `offset` in; call from the
+        stream of `partition` while processing that record."""
         before = self.state(partition)
-        last_offset, persons = self._folded.get(partition, (-1, set()))
-        if offset < last_offset or (offset == last_offset and person in persons):
+        if offset <= self._folded.get(partition, -1):
             return
         after = fold_many(before, outputs, self._config)
         if after is before:
@@ -72,10 +71,9 @@ class AggregateStore:
             for group in _grouped(before.buckets[hour]):
                 self._table.pop(f"{partition}|{hour}|{group}".encode(), None)
         self._write(partition, ALL, before.all_time, after.all_time)
-        persons = persons | {person} if offset == last_offset else {person}
-        self._folded[partition] = (offset, persons)
+        self._folded[partition] = offset
         self._table[f"{partition}|head".encode()] = orjson.dumps(
-            {"clock": after.clock_ms, "offset": offset, "persons": sorted(persons)})
+            {"clock": after.clock_ms, "offset": offset})
         self._states[partition] = after
 
     def keep_only(self, partitions: set[int]) -> list[Aggregate]:
@@ -102,7 +100,7 @@ class AggregateStore:
             if parts[1] == "head":
                 head = orjson.loads(value)
                 clock = head["clock"]
-                self._folded[partition] = (head["offset"], set(head["persons"]))
+                self._folded[partition] = head["offset"]
             elif parts[1] == ALL:
                 all_time.update(orjson.loads(value))
             else:

@@ -26,13 +26,17 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=2000,
         stream_buffer_maxsize=8192,
-        producer_linger=0.02,
+        producer_linger=0.005,
+        consumer_max_fetch_size=8 * 1024 * 1024,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
-        producer_max_batch_size=262144,
+        producer_max_batch_size=1024 * 1024,
         table_standby_replicas=0,
         stream_wait_empty=False,
     )
+    # Table writes queue here until sent; past this many the stream waits, polling per message.
+    # A batch writes hundreds of keys at once, so let the queue take a few batches.
+    app.producer.buffer.max_messages = 20_000
     pipeline = Pipeline.build(app, settings)
     from streams import agents, web
 
@@ -50,6 +54,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # Faust's spinner handler listens at DEBUG, which makes every send format a debug record.
+    for name in ("faust", "mode"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(loglevel.upper())))
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0
