@@ -13,8 +13,9 @@ ITEMS = st.lists(st.tuples(st.text(min_size=1, max_size=12),
                            st.dictionaries(st.sampled_from("kxyz"), st.text(max_size=300),
                                            max_size=3)),
                  max_size=60)
-MARKS = st.none() | st.fixed_dictionaries({"q": st.integers(0, 7), "upto": st.integers(),
-                                           "fresh": st.integers()})
+TIMES = st.integers(-(2**62), 2**62)
+MARKS = st.none() | st.fixed_dictionaries({"q": st.integers(0, 7), "upto": TIMES,
+                                           "fresh": TIMES})
 
 
 @given(items=ITEMS, mark=MARKS, max_bytes=st.integers(1, 4000))
