@@ -48,6 +48,9 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate-seconds", type=float, help="seconds of live stream per rate")
     parser.add_argument("--drain-timeout", type=float, default=1800.0,
                         help="give up on the backlog after this many seconds (default 1800)")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="skip the open-loop latency runs (for large --people, where "
+                             "preloading the live population takes long)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the run's topics and files (for inspection)")
     options = parser.parse_args(argv)
@@ -76,6 +79,21 @@ def run(options: argparse.Namespace, sandbox: Sandbox, worker: WorkerProcess,
     say("write cost: reading the changelogs and the broker's log sizes")
     cost = write_cost(sandbox, backlog)
 
+    preload_incomplete, latency = 0, []
+    if not options.no_latency:
+        preload_incomplete, latency = measure_latency(options, sandbox, throughput.events_per_s)
+
+    recovery = measure_recovery(worker, sandbox)
+    return Results(started_at=started_at, options=vars(options), machine=machine(),
+                   kafka_version=settings.kafka_version, backlog=backlog,
+                   backlog_produce_s=produce_s, ceilings=ceilings, throughput=throughput,
+                   write_cost=cost, preload_incomplete=preload_incomplete, latency=latency,
+                   recovery=recovery)
+
+
+def measure_latency(options: argparse.Namespace, sandbox: Sandbox,
+                    sustained_events_per_s: float) -> tuple[int, list]:
+    settings = sandbox.settings
     live_seed = options.seed + LIVE_SEED_OFFSET
     say(f"latency: simulating the live population ({options.people:,} people, seed {live_seed})")
     stream = live_stream(simulate(sandbox.workdir / "live.jsonl", people=options.people,
@@ -86,17 +104,11 @@ def run(options: argparse.Namespace, sandbox: Sandbox, worker: WorkerProcess,
                                  group=sandbox.name("preload"))
     if preload_incomplete:
         say(f"  {preload_incomplete} preloaded revenue events still without credits")
-    latency = measure_rates(settings, stream[cut:], throughput.events_per_s, shares=SHARES,
+    latency = measure_rates(settings, stream[cut:], sustained_events_per_s, shares=SHARES,
                             seconds=options.rate_seconds,
                             warmup_s=WARMUP_SHARE * options.rate_seconds,
                             drain_timeout_s=120.0, group=sandbox.name("latency"))
-
-    recovery = measure_recovery(worker, sandbox)
-    return Results(started_at=started_at, options=vars(options), machine=machine(),
-                   kafka_version=settings.kafka_version, backlog=backlog,
-                   backlog_produce_s=produce_s, ceilings=ceilings, throughput=throughput,
-                   write_cost=cost, preload_incomplete=preload_incomplete, latency=latency,
-                   recovery=recovery)
+    return preload_incomplete, latency
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -13,6 +13,9 @@ import faust
 from personify.settings import Settings
 from personify.stack.topics import TABLES
 
+RECOVERY_BATCH = 10_000
+"""Changelog records applied to the store per write batch while rebuilding a table."""
+
 
 @dataclass(frozen=True)
 class TableRegistry:
@@ -29,7 +32,7 @@ class TableRegistry:
 def declare_tables(app: faust.App, settings: Settings) -> TableRegistry:
     def table(name: str, help_text: str) -> faust.Table:
         return app.Table(name, key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                         help=help_text)
+                         recovery_buffer_size=RECOVERY_BATCH, help=help_text)
 
     devices, persons, held_revenue, aggregates = TABLES
     return TableRegistry(
