@@ -10,6 +10,7 @@ the end, whatever happened.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from datetime import UTC, datetime
@@ -81,7 +82,8 @@ def run(options: argparse.Namespace, sandbox: Sandbox, worker: WorkerProcess,
 
     preload_incomplete, latency = 0, []
     if not options.no_latency:
-        preload_incomplete, latency = measure_latency(options, sandbox, throughput.events_per_s)
+        preload_incomplete, latency = measure_latency(options, sandbox, backlog,
+                                                      throughput.events_per_s)
 
     recovery = measure_recovery(worker, sandbox)
     return Results(started_at=started_at, options=vars(options), machine=machine(),
@@ -91,12 +93,15 @@ def run(options: argparse.Namespace, sandbox: Sandbox, worker: WorkerProcess,
                    recovery=recovery)
 
 
-def measure_latency(options: argparse.Namespace, sandbox: Sandbox,
+def measure_latency(options: argparse.Namespace, sandbox: Sandbox, backlog: Backlog,
                     sustained_events_per_s: float) -> tuple[int, list]:
     settings = sandbox.settings
     live_seed = options.seed + LIVE_SEED_OFFSET
-    say(f"latency: simulating the live population ({options.people:,} people, seed {live_seed})")
-    stream = live_stream(simulate(sandbox.workdir / "live.jsonl", people=options.people,
+    # Enough people that the measured part lasts every rate's full run.
+    needed = sum(SHARES) * sustained_events_per_s * options.rate_seconds / (1 - PRELOAD_SHARE)
+    people = max(options.people, math.ceil(1.1 * needed * options.people / backlog.events))
+    say(f"latency: simulating the live population ({people:,} people, seed {live_seed})")
+    stream = live_stream(simulate(sandbox.workdir / "live.jsonl", people=people,
                                   seed=live_seed), settings)
     cut = int(len(stream) * PRELOAD_SHARE)
     say(f"latency: preloading its first {cut:,} events")

@@ -65,8 +65,9 @@ BATCH_MAX_EVENTS = 2000
 """Input events validated per batch, at most."""
 BATCH_WITHIN_S = 0.01
 """How long the validating stage waits to fill a batch: the latency it adds at low traffic."""
-WATERMARK_INTERVAL_S = 0.05
-"""A partition that gets no records is sent the watermark alone at most this often."""
+WATERMARK_INTERVAL_S = 0.025
+"""A partition that gets no records from a source is sent its watermark alone at most this
+often (revenue waits for the watermarks of every source)."""
 log = logging.getLogger(__name__)
 
 
@@ -80,23 +81,24 @@ class Outbox:
     def __init__(self, topic: faust.TopicT, partitions: int) -> None:
         self.topic, self.partitions = topic, partitions
         self.items: defaultdict[int, list[tuple[str, dict]]] = defaultdict(list)
-        self.last_sent: dict[int, float] = {}
+        self.last_sent: dict[tuple[int, int], float] = {}
         self.partition_of = lru_cache(maxsize=65536)(
             lambda key: partition_for(key.encode(), partitions))
 
     def add(self, key: str, item: dict) -> None:
         self.items[self.partition_of(key)].append((key, item))
 
-    async def send(self, mark: dict | None) -> None:
-        """Every partition with records gets them (and `mark`); the others get `mark` alone
-        when they have not heard from this stage for `WATERMARK_INTERVAL_S`."""
+    async def send(self, mark: dict | None, source: int = 0) -> None:
+        """Every partition with records gets them (and `mark`, the watermark of `source`); the
+        others get `mark` alone when they have not heard from `source` for
+        `WATERMARK_INTERVAL_S`."""
         now = time.monotonic()
         for partition in range(self.partitions):
             items = self.items.pop(partition, None)
-            if not items and (mark is None or
-                              now - self.last_sent.get(partition, 0.0) < WATERMARK_INTERVAL_S):
+            last = self.last_sent.get((source, partition), 0.0)
+            if not items and (mark is None or now - last < WATERMARK_INTERVAL_S):
                 continue
-            self.last_sent[partition] = now
+            self.last_sent[source, partition] = now
             for record in messages.encode_batch(messages.Batch(items or [], mark)):
                 await self.topic.send(value=record, partition=partition)
 
@@ -254,7 +256,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 except Exception as exc:  # noqa: BLE001
                     await dead_letter_failure(event, exc, key, item)
             mark = forwarded_mark(event.message.partition, batch.mark)
-            await from_devices.send(mark)
+            await from_devices.send(mark, source=event.message.partition)
             write(tables.devices, states, changed)  # last: the outputs before it are durable
 
     async def stitch(key: str, sourced: messages.Sourced,
