@@ -13,6 +13,7 @@ Touch watermarks (processors/watermarks.py) ride in the batches behind the recor
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import defaultdict
@@ -68,6 +69,8 @@ BATCH_WITHIN_S = 0.01
 WATERMARK_INTERVAL_S = 0.025
 """A partition that gets no records from a source is sent its watermark alone at most this
 often (revenue waits for the watermarks of every source)."""
+IDLE_BROADCAST_S = 0.2
+"""While no input arrives, the validating stage still sends its marks this often."""
 log = logging.getLogger(__name__)
 
 
@@ -102,6 +105,36 @@ class Outbox:
             for record in messages.encode_batch(messages.Batch(items or [], mark)):
                 await self.topic.send(value=record, partition=partition)
 
+
+
+class HeldIndex:
+    """Persons whose billing waits, by the event time it waits for: a watermark takes out the
+    persons it passed without looking at the others (entries replaced or discarded are skipped
+    when they surface)."""
+
+    def __init__(self, waiting: dict[bytes, int]) -> None:
+        self._waiting = dict(waiting)
+        self._heap = [(ts, key) for key, ts in waiting.items()]
+        heapq.heapify(self._heap)
+
+    def set(self, key: bytes, ts: int) -> None:
+        if self._waiting.get(key) != ts:
+            self._waiting[key] = ts
+            heapq.heappush(self._heap, (ts, key))
+
+    def discard(self, key: bytes) -> None:
+        self._waiting.pop(key, None)
+
+    def due(self, upto_ms: int) -> list[bytes]:
+        """Take out the persons waiting for an event time ≤ `upto_ms`; those still waiting after
+        their step are `set` again."""
+        due = []
+        while self._heap and self._heap[0][0] <= upto_ms:
+            ts, key = heapq.heappop(self._heap)
+            if self._waiting.get(key) == ts:
+                del self._waiting[key]
+                due.append(key)
+        return due
 
 
 def register(app: faust.App, pipeline: Pipeline) -> None:
@@ -173,7 +206,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
 
     @app.agent(topics.inputs, name="validate_events")
     async def validate_events(stream: faust.StreamT) -> None:
-        """Decode and validate a batch of inputs; forward the valid events in batches."""
+        """Decode and validate a batch of inputs; forward the valid events in batches. (No
+        table is written here: Faust refuses table writes inside `take`.)"""
         async for events in stream.take_events(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
             in_batch[0] = True
             try:
@@ -220,9 +254,9 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         else:
             to_persons.add(result.user_id, record)
 
-    @app.timer(interval=WATERMARK_INTERVAL_S * 4)
+    @app.timer(interval=IDLE_BROADCAST_S)
     async def broadcast_when_idle() -> None:
-        if not in_batch[0] and time.monotonic() - last_broadcast[0] >= WATERMARK_INTERVAL_S * 4:
+        if not in_batch[0] and time.monotonic() - last_broadcast[0] >= IDLE_BROADCAST_S:
             last_broadcast[0] = time.monotonic()
             await to_devices.send(input_marks({}, {}))
 
@@ -352,22 +386,22 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                     waiting_ts = state.held[0].message.event.ts
                     tables.held_revenue[key.encode()] = orjson.dumps([self.partition,
                                                                       waiting_ts])
-                    index[key.encode()] = waiting_ts
+                    index.set(key.encode(), waiting_ts)
                 elif before is not None and before.held:
                     tables.held_revenue.pop(key.encode(), None)
-                    index.pop(key.encode(), None)
+                    index.discard(key.encode())
             write(tables.persons, self.states, self.states)  # last, as in stitch_identities
 
-    held_by_partition: dict[int, dict[bytes, int]] = {}
+    held_by_partition: dict[int, HeldIndex] = {}
 
-    def held_index(partition: int) -> dict[bytes, int]:
-        """Persons of a partition with billing waiting, by its event time: read from the table
-        once after each rebalance, then kept beside it (the table is scanned no more)."""
+    def held_index(partition: int) -> HeldIndex:
+        """Persons of a partition with billing waiting: read from the table once after each
+        rebalance, then kept beside it (the table is scanned no more)."""
         if partition not in held_by_partition:
-            held_by_partition[partition] = {
+            held_by_partition[partition] = HeldIndex({
                 key: ts for key, (held_partition, ts) in
                 ((key, orjson.loads(value)) for key, value in tables.held_revenue.items())
-                if held_partition == partition}
+                if held_partition == partition})
         return held_by_partition[partition]
 
     @app.on_partitions_revoked.connect
@@ -392,7 +426,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             return  # whatever waits, waited for this very watermark already
         if stalled:
             mark = ANY_TIME
-        waiting = [key for key, ts in held_index(partition).items() if ts <= mark.upto_ms]
+        waiting = held_index(partition).due(mark.upto_ms)
         if stalled:
             waiting_since.pop(partition)
             if waiting:
@@ -402,11 +436,10 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 await step.run(key.decode(), messages.ReleaseHeld(key.decode(), mark.upto_ms,
                                                                   mark.fresh_ms))
             except Exception:  # noqa: BLE001 - one person must not stop the others
-                # Out of the index until the next restart: retrying at every watermark would
-                # repeat whatever the failed step already sent.
+                # Out of the index (`due` took it out) until the next restart: retrying at
+                # every watermark would repeat whatever the failed step already sent.
                 log.exception("releasing the held billing of %r failed", key)
                 metrics.dead_letters.labels(names.person_events, "processing_error").inc()
-                held_index(partition).pop(key, None)
 
     async def execute(key: str, output: object, step: PersonSteps) -> None:
         if isinstance(output, Credit):

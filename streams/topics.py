@@ -18,9 +18,9 @@ class TopicRegistry:
     inputs: faust.TopicT
     """page views, signups and billing: one stream, the source topic tells the schema."""
     device_events: faust.TopicT
-    """valid page views and signups re-keyed by anonymous_id with Faust's (murmur2) partitioner."""
+    """batches of valid page views and signups, partitioned by anonymous_id (murmur2)."""
     person_events: faust.TopicT
-    """touches, links, signups and billing re-keyed by person (user_id)."""
+    """batches of touches, links, signups and billing, partitioned by person (user_id)."""
     credits: faust.TopicT
     profiles: faust.TopicT
     dead_letters: faust.TopicT
