@@ -13,7 +13,6 @@ Touch watermarks (processors/watermarks.py) ride in the batches behind the recor
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
 from collections import defaultdict
@@ -27,6 +26,7 @@ from personify.partitioner import partition_for
 from processors import messages
 from processors.aggregates import windows
 from processors.dead_letters import dead_letter_record
+from processors.held_index import HeldIndex, Waiting
 from processors.identity import (
     DeviceState,
     Duplicate,
@@ -105,36 +105,6 @@ class Outbox:
             for record in messages.encode_batch(messages.Batch(items or [], mark)):
                 await self.topic.send(value=record, partition=partition)
 
-
-
-class HeldIndex:
-    """Persons whose billing waits, by the event time it waits for: a watermark takes out the
-    persons it passed without looking at the others (entries replaced or discarded are skipped
-    when they surface)."""
-
-    def __init__(self, waiting: dict[bytes, int]) -> None:
-        self._waiting = dict(waiting)
-        self._heap = [(ts, key) for key, ts in waiting.items()]
-        heapq.heapify(self._heap)
-
-    def set(self, key: bytes, ts: int) -> None:
-        if self._waiting.get(key) != ts:
-            self._waiting[key] = ts
-            heapq.heappush(self._heap, (ts, key))
-
-    def discard(self, key: bytes) -> None:
-        self._waiting.pop(key, None)
-
-    def due(self, upto_ms: int) -> list[bytes]:
-        """Take out the persons waiting for an event time ≤ `upto_ms`; those still waiting after
-        their step are `set` again."""
-        due = []
-        while self._heap and self._heap[0][0] <= upto_ms:
-            ts, key = heapq.heappop(self._heap)
-            if self._waiting.get(key) == ts:
-                del self._waiting[key]
-                due.append(key)
-        return due
 
 
 def register(app: faust.App, pipeline: Pipeline) -> None:
@@ -383,10 +353,11 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             for key, state in self.states.items():  # the index of waiting persons follows
                 before = self.before[key]
                 if state.held:
-                    waiting_ts = state.held[0].message.event.ts
-                    tables.held_revenue[key.encode()] = orjson.dumps([self.partition,
-                                                                      waiting_ts])
-                    index.set(key.encode(), waiting_ts)
+                    oldest = state.held[0].message
+                    waiting = Waiting(oldest.event.ts, oldest.source.validated_at_ms)
+                    tables.held_revenue[key.encode()] = orjson.dumps(
+                        [self.partition, waiting.event_ts, waiting.validated_at_ms])
+                    index.set(key.encode(), waiting)
                 elif before is not None and before.held:
                     tables.held_revenue.pop(key.encode(), None)
                     index.discard(key.encode())
@@ -399,7 +370,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         rebalance, then kept beside it (the table is scanned no more)."""
         if partition not in held_by_partition:
             held_by_partition[partition] = HeldIndex({
-                key: ts for key, (held_partition, ts) in
+                key: Waiting(ts, validated_at) for key, (held_partition, ts, validated_at) in
                 ((key, orjson.loads(value)) for key, value in tables.held_revenue.items())
                 if held_partition == partition})
         return held_by_partition[partition]
@@ -426,7 +397,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             return  # whatever waits, waited for this very watermark already
         if stalled:
             mark = ANY_TIME
-        waiting = held_index(partition).due(mark.upto_ms)
+        waiting = held_index(partition).due(mark)
         if stalled:
             waiting_since.pop(partition)
             if waiting:

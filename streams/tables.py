@@ -29,7 +29,7 @@ class TableRegistry:
     persons: faust.Table
     """user_id → PersonState: identity, journey, conversion weights, payments, MRR."""
     held_revenue: faust.Table
-    """user_id → [partition, event time] of the person's oldest billing waiting for touches."""
+    """user_id → [partition, event time, validation time] of the oldest billing waiting."""
     aggregates: faust.Table
     """"{partition}|{hour or all}|{measure group}" → cells of the rolling business aggregates."""
 
