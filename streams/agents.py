@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from functools import lru_cache, partial
 
 import faust
@@ -60,6 +59,7 @@ from processors.watermarks import (
 )
 from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
+from streams.state_cache import CachedStates
 from streams.views import revenue_share_of_top
 
 BATCH_MAX_EVENTS = 2000
@@ -69,6 +69,8 @@ BATCH_WITHIN_S = 0.01
 WATERMARK_INTERVAL_S = 0.025
 """A partition that gets no records from a source is sent its watermark alone at most this
 often (revenue waits for the watermarks of every source)."""
+STATES_CACHED = 20_000
+"""Decoded device and person states kept in memory, each (streams/state_cache.py)."""
 IDLE_BROADCAST_S = 0.2
 """While no input arrives, the validating stage still sends its marks this often."""
 log = logging.getLogger(__name__)
@@ -118,6 +120,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     to_devices = Outbox(topics.device_events, settings.partitions)
     to_persons = Outbox(topics.person_events, settings.partitions)
     from_devices = Outbox(topics.person_events, settings.partitions)
+    devices = CachedStates(tables.devices, DeviceState.from_dict, STATES_CACHED)
+    persons = CachedStates(tables.persons, PersonState.from_dict, STATES_CACHED)
 
     # Process-local progress of the inputs this worker validates, and the watermark views of
     # the internal partitions it owns; all rebuilt from the streams after a restart.
@@ -230,14 +234,6 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             last_broadcast[0] = time.monotonic()
             await to_devices.send(input_marks({}, {}))
 
-    def load(table: faust.Table, key: str) -> dict | None:
-        stored = table.get(key.encode())
-        return orjson.loads(stored) if stored else None
-
-    def write(table: faust.Table, states: dict[str, object], keys: Iterable[str]) -> None:
-        for key in keys:
-            table[key.encode()] = orjson.dumps(states[key].to_dict())
-
     @app.agent(topics.device_events, name="stitch_identities")
     async def stitch_identities(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -251,8 +247,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             for key, item in batch.items:
                 try:
                     if key not in states:
-                        stored = load(tables.devices, key)
-                        states[key] = DeviceState.from_dict(stored) if stored else None
+                        states[key] = devices.get(key)
                     state = await stitch(key, messages.decode(item), states[key])
                     if state is not None:
                         states[key] = state
@@ -261,7 +256,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                     await dead_letter_failure(event, exc, key, item)
             mark = forwarded_mark(event.message.partition, batch.mark)
             await from_devices.send(mark, source=event.message.partition)
-            write(tables.devices, states, changed)  # last: the outputs before it are durable
+            for key in changed:  # last: the outputs sent before are then durable too
+                devices.put(key, states[key])
 
     async def stitch(key: str, sourced: messages.Sourced,
                      state: DeviceState | None) -> DeviceState | None:
@@ -333,8 +329,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
 
         async def run(self, key: str, message: messages.PersonMessage) -> None:
             if key not in self.before:
-                stored = load(tables.persons, key)
-                self.before[key] = PersonState.from_dict(stored) if stored else None
+                self.before[key] = persons.get(key)
             current = self.states.get(key, self.before[key])
             watermark = person_marks.get(self.partition, NO_WATERMARK)
             state, outputs = step_person(current, message, person_id=key, config=config,
@@ -361,7 +356,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 elif before is not None and before.held:
                     tables.held_revenue.pop(key.encode(), None)
                     index.discard(key.encode())
-            write(tables.persons, self.states, self.states)  # last, as in stitch_identities
+            for key, state in self.states.items():  # last, as in stitch_identities
+                persons.put(key, state)
 
     held_by_partition: dict[int, HeldIndex] = {}
 
@@ -376,8 +372,10 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         return held_by_partition[partition]
 
     @app.on_partitions_revoked.connect
-    async def forget_held_index(app: faust.App, revoked, **kwargs) -> None:
+    async def forget_partition_state(app: faust.App, revoked, **kwargs) -> None:
         held_by_partition.clear()
+        devices.forget()
+        persons.forget()
 
     async def advance_watermark(step: PersonSteps, device_partition: int,
                                 view: Watermark) -> None:

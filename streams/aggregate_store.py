@@ -14,6 +14,7 @@ folded, so a record replayed after a crash is folded once whichever of the write
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import cache
 
 import faust
 import orjson
@@ -31,6 +32,7 @@ from processors.aggregates import (
 ALL = "all"
 
 
+@cache  # cell keys are few (measures × labels) and parsing them is the cost of a fold
 def _group(key: str) -> str:
     cell = CellKey.parse(key)
     return f"{cell.measure}|{cell.qualifier}" if cell.measure == ATTRIBUTED else cell.measure

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from itertools import islice
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -52,7 +53,7 @@ class ServingViews:
 
     async def flush(self) -> None:
         while self._pending:
-            slots = list(self._pending)[:BATCH]
+            slots = list(islice(self._pending, BATCH))
             batch = [self._pending[slot] for slot in slots]
             pipe = self._client.pipeline(transaction=False)
             for write in batch:

@@ -1,0 +1,59 @@
+"""A table of versioned JSON states, with the decoded states of recently used keys in memory.
+
+Decoding a person's state (journey, frozen weights as exact fractions, payments) costs more
+than the step that uses it, and a person or device is often stepped again soon. The table stays
+the only durable copy: every write goes to it (and its changelog); the cache only spares
+decoding what this process wrote or read a moment ago. It is emptied whenever partitions move,
+so a state is never served from memory for a key another worker may have changed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+import faust
+import orjson
+
+
+class State(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+S = TypeVar("S", bound=State)
+
+
+class CachedStates(Generic[S]):
+    def __init__(self, table: faust.Table, decode: Callable[[dict[str, Any]], S],
+                 capacity: int) -> None:
+        self._table = table
+        self._decode = decode
+        self._capacity = capacity
+        self._recent: OrderedDict[str, S] = OrderedDict()
+
+    def get(self, key: str) -> S | None:
+        state = self._recent.get(key)
+        if state is not None:
+            self._recent.move_to_end(key)
+            return state
+        stored = self._table.get(key.encode())
+        if not stored:
+            return None
+        state = self._decode(orjson.loads(stored))
+        self._remember(key, state)
+        return state
+
+    def put(self, key: str, state: S) -> None:
+        """Write `state` to the table (call from the stream of the key's partition)."""
+        self._table[key.encode()] = orjson.dumps(state.to_dict())
+        self._remember(key, state)
+
+    def forget(self) -> None:
+        self._recent.clear()
+
+    def _remember(self, key: str, state: S) -> None:
+        self._recent[key] = state
+        self._recent.move_to_end(key)
+        if len(self._recent) > self._capacity:
+            self._recent.popitem(last=False)

@@ -1,0 +1,49 @@
+"""Decoded states kept beside their table: the table stays the durable copy."""
+
+from dataclasses import dataclass
+
+import orjson
+
+from streams.state_cache import CachedStates
+
+
+@dataclass(frozen=True)
+class Counter:
+    n: int
+
+    def to_dict(self):
+        return {"n": self.n}
+
+
+def decoder(calls):
+    def decode(data):
+        calls.append(data)
+        return Counter(data["n"])
+    return decode
+
+
+def test_a_state_is_decoded_once_and_every_write_reaches_the_table():
+    table, calls = {b"a": orjson.dumps({"n": 1})}, []
+    states = CachedStates(table, decoder(calls), capacity=10)
+    assert states.get("a") == Counter(1)
+    assert states.get("a") == Counter(1)
+    assert len(calls) == 1
+    states.put("a", Counter(2))
+    assert table[b"a"] == orjson.dumps({"n": 2})
+    assert states.get("a") == Counter(2) and len(calls) == 1
+    assert states.get("missing") is None
+
+
+def test_the_least_recently_used_state_goes_first_and_forget_empties_it_all():
+    table, calls = {}, []
+    states = CachedStates(table, decoder(calls), capacity=2)
+    states.put("a", Counter(1))
+    states.put("b", Counter(2))
+    states.get("a")
+    states.put("c", Counter(3))  # b is the least recently used
+    states.get("a"), states.get("c")
+    assert calls == []
+    assert states.get("b") == Counter(2) and calls == [{"n": 2}]
+    states.forget()
+    states.get("a")
+    assert calls[-1] == {"n": 1}
