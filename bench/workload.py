@@ -70,11 +70,12 @@ class Backlog:
             size += len(wire_value(line))
         return cls(path, events, revenue, size)
 
-    def write_values(self, out: Path) -> Path:
-        """One message value a line, for ProducerPerformance's `--payload-file`; compact JSON
-        holds no newline, so the tool splits it back into the same messages."""
+    def write_values(self, out: Path, limit: int) -> Path:
+        """The first `limit` message values, one a line, for ProducerPerformance's
+        `--payload-file` (it draws from them at random and holds them all in memory); compact
+        JSON holds no newline, so the tool splits it back into the same messages."""
         with out.open("wb") as sink:
-            for line in read_lines(self.path):
+            for _, line in zip(range(limit), read_lines(self.path), strict=False):
                 sink.write(wire_value(line) + b"\n")
         return out
 
