@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -368,6 +368,7 @@ def channel_names(config: ChannelConfig) -> tuple[str, ...]:
     return (*CHANNELS, *dict.fromkeys(custom), UNATTRIBUTED)
 
 
+@lru_cache(maxsize=65536)  # a few hundred source/medium/campaign triples recur in most traffic
 def classify(
     source: str | None, medium: str | None, campaign: str | None, config: ChannelConfig
 ) -> str:
