@@ -215,12 +215,13 @@ def wait_for_pipeline(settings: Settings, sent: SendSummary, before: WorkerCount
                 restarted = True
                 tqdm.write("the worker restarted: waiting for the credits alone")
             consumed, finished = now.consumed - before.consumed, now.finished - before.finished
-            records = credits.ledger.records
+            records = credits.ledger.credit_sets
             bar.n = int(max(0, min(consumed, finished, sent.delivered)))
             bar.set_postfix(credits=f"{records:,}/{expected:,}", refresh=False)
             bar.refresh()
             moment = time.monotonic()
-            mark = (records,) if restarted else (finished, records)
+            mark = ((credits.ledger.records,) if restarted
+                    else (finished, credits.ledger.records))
             if mark != previous:
                 previous, last_progress = mark, moment
             settled = moment - last_progress >= SETTLE_S
@@ -239,7 +240,8 @@ def wait_for_pipeline(settings: Settings, sent: SendSummary, before: WorkerCount
     dead = int(now.dead_lettered - before.dead_lettered)
     events = "" if restarted else (f"{int(finished):,} events finished ({dead:,} "
                                    "dead-lettered) and ")
-    print(f"{events}{records:,} credits in {time.monotonic() - started:.1f} s")
+    print(f"{events}{records:,} credit sets ({credits.ledger.corrections:,} corrected) in "
+          f"{time.monotonic() - started:.1f} s")
     return True
 
 

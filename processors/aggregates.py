@@ -8,9 +8,11 @@ across workers and a worker that loses a partition stops reporting it) and sums 
 `merge`. A whole aggregate is large (up to `MAX_BUCKETS` hours of cells), so `bucket_changes`
 tells a shell that stores one record per hour which hours a fold rewrote.
 
-Labels are the outputs' own: a credit's segment is the person's when the revenue event was
-processed, a customer's when they converted, so segment-level averages mix the two when traits
-change after conversion. MRR moved before the person converted stays on `Unattributed`.
+Labels are the outputs' own: a credit's segment is the person's as of the revenue event, a
+customer's as of their conversion, so segment-level averages mix the two when traits change
+after conversion. Corrections arrive as outputs too (a retracted credit's negated amounts, a
+conversion or movement with `sign` -1), so adding keeps every cell equal to the current
+credits. MRR moved before the person converted stays on `Unattributed`.
 
 Event time, not wall clock: the aggregate's clock is the newest event time folded so far, so a
 backfill of old data fills the windows it belongs to. Events are kept in hour buckets covering
@@ -38,8 +40,8 @@ from typing import Any, get_args
 
 from processors.attribution import DAY_MS
 from processors.channels import CHANNELS, UNATTRIBUTED
-from processors.person import Converted, PersonOutput
-from processors.revenue import Credit, MovementKind, MrrMovement
+from processors.person import Converted, MrrMovement, PersonOutput
+from processors.revenue import Credit, MovementKind
 from processors.segments import SEGMENTS
 
 STATE_VERSION = 1
@@ -237,21 +239,23 @@ def _credit_increments(credit: Credit, config: AggregateConfig) -> Increments:
             amount, count = PAID, PAYMENTS
         else:
             amount, count = REFUNDED, REFUNDS
+        sign = credit.sign
         increments.append((CellKey(amount, segment, channel).encode(),
-                           abs(credit.reporting_amount_minor)))
-        increments.append((CellKey(count, segment, channel).encode(), 1))
+                           sign * abs(credit.reporting_amount_minor)))
+        increments.append((CellKey(count, segment, channel).encode(), sign))
     return increments
 
 
 def _conversion_increments(converted: Converted) -> Increments:
-    segment, channel = converted.segment, converted.acquisition_channel
-    increments = [(CellKey(CUSTOMERS, segment, channel).encode(), 1)]
+    segment, channel, sign = converted.segment, converted.acquisition_channel, converted.sign
+    increments = [(CellKey(CUSTOMERS, segment, channel).encode(), sign)]
     if converted.first_touch_ts is not None:
         duration = converted.ts - converted.first_touch_ts
         increments += [
-            (CellKey(CONVERSION_MS, segment, channel).encode(), duration),
-            (CellKey(CONVERSIONS_TIMED, segment, channel).encode(), 1),
-            (CellKey(CONVERSION_BUCKET, segment, channel, _bound_label(duration)).encode(), 1),
+            (CellKey(CONVERSION_MS, segment, channel).encode(), sign * duration),
+            (CellKey(CONVERSIONS_TIMED, segment, channel).encode(), sign),
+            (CellKey(CONVERSION_BUCKET, segment, channel, _bound_label(duration)).encode(),
+             sign),
         ]
     return increments
 
@@ -263,12 +267,12 @@ def _bound_label(duration_ms: int) -> str:
 
 def _movement_increments(movement: MrrMovement) -> Increments:
     """A movement of a person not converted yet belongs to `Unattributed`."""
-    segment, kind = movement.segment, movement.kind
+    segment, kind, sign = movement.segment, movement.kind, movement.sign
     channel = movement.acquisition_channel or UNATTRIBUTED
-    delta = movement.delta_reporting_minor
+    delta = sign * movement.delta_reporting_minor
     return [
         (CellKey(MRR, segment, channel).encode(), delta),
-        (CellKey(MOVEMENTS, segment, channel, kind).encode(), 1),
+        (CellKey(MOVEMENTS, segment, channel, kind).encode(), sign),
         (CellKey(MOVEMENT_MINOR, segment, channel, kind).encode(), delta),
     ]
 

@@ -32,11 +32,9 @@ class PipelineConfig:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     segments: SegmentConfig = field(default_factory=SegmentConfig)
-    watermark_stall_ms: int = 600_000
-    """Revenue waits for the touch watermark (DESIGN.md §9) unless it has not moved for this
-    long of wall-clock time, then it goes ahead (a stalled input must not stop billing). Long,
-    because a slow stitching stage also holds the watermark still: going ahead early would
-    credit journeys whose touches are still on their way."""
+    restatement_horizon_ms: int = 72 * 3_600_000
+    """How long (processing time, from a person's first credit) late facts still correct their
+    conversion's credits; later the credits are final and late facts are only counted."""
 
 
 SECTIONS = {
@@ -47,7 +45,7 @@ SECTIONS = {
                     "reporting_currency", "rates"},
     "segments": {"mid_market_from", "enterprise_from"},
     "validation": {"max_payload_kib", "max_age_days", "max_future_days"},
-    "pipeline": {"watermark_stall_seconds"},
+    "pipeline": {"restatement_horizon_hours"},
 }
 
 
@@ -109,4 +107,5 @@ def parse_config(document: Mapping[str, Any]) -> PipelineConfig:
     )
     return PipelineConfig(validation=validation, channels=channels, identity=identity,
                           attribution=attribution, segments=segments,
-                          watermark_stall_ms=int(pipe.get("watermark_stall_seconds", 600) * 1000))
+                          restatement_horizon_ms=int(
+                              pipe.get("restatement_horizon_hours", 72) * 3_600_000))

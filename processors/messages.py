@@ -13,7 +13,13 @@ from typing import Any
 
 import orjson
 
-from processors.identity import Link, SignupSeen, StitchedTouch, touch_from_dict, touch_to_dict
+from processors.identity import (
+    Claim,
+    ClaimedTouch,
+    SignupSeen,
+    touch_from_list,
+    touch_to_list,
+)
 from schemas.events import (
     Campaign,
     Event,
@@ -34,8 +40,6 @@ class Source:
     partition: int
     offset: int
     raw: str
-    validated_at_ms: int = 0
-    """Wall-clock time the event was validated (for watermark freshness, DESIGN.md §9)."""
 
     @property
     def origin(self) -> str:
@@ -51,16 +55,7 @@ class Sourced:
     source: Source
 
 
-@dataclass(frozen=True, slots=True)
-class ReleaseHeld:
-    """Bill the person's held events that the watermark has passed."""
-
-    person_id: str
-    upto_ms: int
-    fresh_ms: int
-
-
-PersonMessage = StitchedTouch | Link | SignupSeen | Sourced | ReleaseHeld
+StageMessage = Claim | SignupSeen | Sourced
 
 _EVENT_TYPES: dict[str, type] = {
     "page_view": PageView,
@@ -101,71 +96,52 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     return cls(**values)
 
 
-def encode(message: PersonMessage | Sourced) -> dict[str, Any]:
+def encode(message: StageMessage) -> dict[str, Any]:
     if isinstance(message, Sourced):
         return {"k": "event", "e": event_to_dict(message.event), "src": _flat(message.source)}
-    if isinstance(message, StitchedTouch):
-        return {"k": "touch", "p": message.person_id, "t": touch_to_dict(message.touch),
-                "li": message.logged_in}
-    if isinstance(message, Link):
-        return {"k": "link", **_flat(message)}
-    if isinstance(message, SignupSeen):
-        return {"k": "signup", **_flat(message), "traits": _flat(message.traits)}
-    return {"k": "release", "person_id": message.person_id, "upto_ms": message.upto_ms,
-            "fresh_ms": message.fresh_ms}
+    if isinstance(message, Claim):
+        return {"k": "claim", "p": message.person_id, "a": message.anonymous_id,
+                "l": message.linked_ts,
+                "t": [[touch_to_list(c.touch), c.logged_in] for c in message.touches]}
+    return {"k": "signup", **_flat(message), "traits": _flat(message.traits)}
 
 
-def decode(data: dict[str, Any]) -> PersonMessage:
+def decode(data: dict[str, Any]) -> StageMessage:
     kind = data["k"]
     if kind == "event":
         return Sourced(event_from_dict(data["e"]), Source(**data["src"]))
-    if kind == "touch":
-        return StitchedTouch(data["p"], touch_from_dict(data["t"]), data["li"])
+    if kind == "claim":
+        return Claim(data["p"], data["a"], data["l"],
+                     tuple(ClaimedTouch(touch_from_list(t), li) for t, li in data["t"]))
     values = {key: value for key, value in data.items() if key != "k"}
-    if kind == "link":
-        return Link(**values)
-    if kind == "signup":
-        return SignupSeen(**{**values, "traits": Traits(**values["traits"])})
-    return ReleaseHeld(**values)
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Internal records for one partition of the next stage, in one Kafka record.
-
-    A stage pays Faust's per-record cost (a consume, a send, a state write per key) once per
-    batch instead of once per event. `items` are (key, encoded message) in the order they were
-    produced; `mark` is the touch watermark that follows them (watermarks.py), if any."""
-
-    items: list[tuple[str, dict[str, Any]]]
-    mark: dict[str, Any] | None = None
+    return SignupSeen(**{**values, "traits": Traits(**values["traits"])})
 
 
 BATCH_RECORD_BYTES = 256 * 1024
 """A batch is split into records of about this size (the broker refuses records over 1 MB)."""
 
 
-def encode_batch(batch: Batch, max_bytes: int = BATCH_RECORD_BYTES) -> list[bytes]:
-    """`batch` as records of at most about `max_bytes` each (an item larger than that travels
-    alone); only the last record carries the mark, which covers them all."""
+def encode_batch(items: list[tuple[str, dict[str, Any]]],
+                 max_bytes: int = BATCH_RECORD_BYTES) -> list[bytes]:
+    """Internal records for one partition of the next stage: (key, encoded message) items in
+    the order they were produced, in records of at most about `max_bytes` each (an item larger
+    than that travels alone). A stage pays Faust's per-record cost (a consume, a send, a state
+    write per key) once per batch instead of once per event."""
     chunks: list[list[bytes]] = [[]]
     size = 0
-    for key, item in batch.items:
+    for key, item in items:
         encoded = orjson.dumps([key, item])
         if chunks[-1] and size + len(encoded) > max_bytes:
             chunks.append([])
             size = 0
         chunks[-1].append(encoded)
         size += len(encoded) + 1
-    last = len(chunks) - 1
-    return [b'{"k":"batch","items":[' + b",".join(chunk) + b'],"wm":'
-            + orjson.dumps(batch.mark if number == last else None) + b"}"
-            for number, chunk in enumerate(chunks)]
+    return [b'{"k":"batch","items":[' + b",".join(chunk) + b"]}" for chunk in chunks if chunk]
 
 
-def decode_batch(data: Any) -> Batch:
-    """The batch in `data`; ValueError when `data` is not a batch record."""
+def decode_batch(data: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The (key, item) pairs in `data`; ValueError when `data` is not a batch record."""
     if not isinstance(data, dict) or data.get("k") != "batch" or not isinstance(
             data.get("items"), list):
         raise ValueError("not a batch of internal records")
-    return Batch([(key, item) for key, item in data["items"]], data.get("wm"))
+    return [(key, item) for key, item in data["items"]]

@@ -1,127 +1,174 @@
-"""The person step: identity, journey, held revenue and credits of one person (stage B).
+"""The person step: a person's facts in, corrected credits out (DESIGN.md §5–§8, §11).
 
-`step_person(state, message, config=..., now_ms=...) -> (state, outputs)` folds one message of
-the person-keyed stream into the person's state and returns decisions for the shell.
+`step_person(state, messages, ...)` adds a batch of one person's messages to their facts — the
+share each device gives them (`Claim`), their signups and their billing — then derives every
+decision from the facts alone, in event time: the conversion is the earliest payment, the
+journey is the state *as of* it, a record's segment is the person's as of the revenue event.
+Arrival order plays no part, so any interleaving of the stages ends with the same credits.
 
-Race policy (DESIGN.md §9): billing and touchpoints travel different paths, so in a replay a
-payment can arrive long before the touches that precede it in event time. A person's billing
-waits, in order, until the touch watermark passes its event time: every page view and signup
-up to that time has been stitched and delivered ahead of the watermark on this ordered stream
-(see `processors/watermarks.py`). The shell releases it with `ReleaseHeld`. Touches
-that still arrive after a conversion they predate (late input) are counted and never change
-frozen weights: no credit is lost or doubled.
+Credits are emitted at once and corrected later: what was emitted is remembered per credit id
+(revision, segment, cause, against the stored basis), and when a late fact changes a credit the
+step emits a `retract` of the previous record and an `assert` of the new one, revision + 1.
+Conversions and MRR movements are corrected the same way (a `sign` of -1 takes one back), so
+every aggregate that adds outputs up follows. `restatement_horizon_ms` of processing time after
+a person was first credited, their basis is final: late facts are counted, not applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from processors.channels import UNATTRIBUTED
 from processors.config import PipelineConfig
 from processors.identity import (
-    Link,
+    PERSON_ANONYMOUS_ID_CAP,
+    Claim,
+    ClaimedTouch,
     LinkRefused,
-    PersonIdentity,
     SignupSeen,
-    StitchedTouch,
-    accept_link,
-    accept_touch,
-    apply_signup,
-    touch_from_dict,
+    accepted_devices,
+    touch_from_list,
     touch_to_dict,
+    touch_to_list,
 )
-from processors.messages import ReleaseHeld, Source, Sourced, event_from_dict, event_to_dict
+from processors.messages import Sourced, event_from_dict, event_to_dict
+from processors.money import to_reporting
 from processors.revenue import (
+    CORRECTION_CAUSES,
+    Basis,
+    CorrectionCause,
     Credit,
-    Duplicate,
-    MrrMovement,
+    MovementKind,
     Rejection,
-    RevenueState,
-    apply_billing,
+    acquisition_journey,
+    credit,
+    make_basis,
+    mrr_steps,
+    refund_rejection,
+    retraction,
 )
 from processors.segments import segment_of
 from processors.touch import Touch
-from processors.watermarks import ANY_TIME, Watermark
+from schemas.events import Payment, Refund, SubscriptionChange, Traits
 
-STATE_VERSION = 1
-MAX_TOUCHES = 500
-"""Touchpoints kept per person (the newest); a journey longer than this is truncated."""
+STATE_VERSION = 2
 MAX_JOURNEY = 100
 """Touchpoints published on a profile (the newest)."""
-MAX_HELD = 1000
-"""Billing events a person may hold; beyond it the oldest goes ahead without waiting."""
+
+PersonMessage = Claim | SignupSeen | Sourced
+
+
+# ---------------------------------------------------------------------------------------------
+# State.
 
 
 @dataclass(frozen=True, slots=True)
-class Held:
-    """A billing event waiting for the touch watermark to pass its event time."""
+class Emitted:
+    """What was last emitted for one revenue event: its segment and, per model, the revision
+    and cause of the current assert (the basis is the person's stored one)."""
 
-    message: Sourced
+    segment: str
+    revisions: Mapping[str, tuple[int, CorrectionCause | None]]
 
 
 @dataclass(frozen=True, slots=True)
 class PersonState:
-    identity: PersonIdentity
-    touches: tuple[Touch, ...] = ()
-    """Accepted touchpoints in time order (the newest MAX_TOUCHES)."""
-    revenue: RevenueState = field(default_factory=RevenueState)
-    held: tuple[Held, ...] = ()
-    touchpoint_count: int = 0
-    signup_count: int = 0
-    origins: Mapping[str, str] = field(default_factory=dict)
-    """Accepted billing event id → the input message it came from (tells replays from copies)."""
+    person_id: str
+    devices: Mapping[str, Claim] = field(default_factory=dict)
+    signups: Mapping[str, SignupSeen] = field(default_factory=dict)
+    billing: Mapping[str, tuple[Payment | Refund | SubscriptionChange, str]] = field(
+        default_factory=dict)
+    """Accepted billing by event id, with the input message it came from."""
+    basis: Basis | None = None
+    emitted: Mapping[str, Emitted] = field(default_factory=dict)
+    first_credited_ms: int | None = None
+    """Wall-clock time the person's first credit was emitted (the horizon counts from it)."""
+    converted: tuple[int, str, str, int | None] | None = None
+    """(ts, channel, segment, first touch ts) of the `Converted` last emitted."""
+    movements: Mapping[str, tuple[str, int, int, str | None, str]] = field(default_factory=dict)
+    """Subscription change id → (kind, delta, MRR after, channel, segment) last emitted."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "v": STATE_VERSION,
-            "identity": self.identity.to_dict(),
-            "touches": [touch_to_dict(t) for t in self.touches],
-            "revenue": self.revenue.to_dict(),
-            "held": [{"e": event_to_dict(h.message.event), "src": _source_dict(h.message.source)}
-                     for h in self.held],
-            "touchpoints": self.touchpoint_count,
-            "signups": self.signup_count,
-            "origins": dict(self.origins),
+            "person_id": self.person_id,
+            "devices": {anonymous_id: [c.linked_ts, [[touch_to_list(t.touch), t.logged_in]
+                                                     for t in c.touches]]
+                        for anonymous_id, c in self.devices.items()},
+            "signups": {e: [s.ts, s.anonymous_id, _flat(s.traits)]
+                        for e, s in self.signups.items()},
+            "billing": {e: [event_to_dict(event), origin]
+                        for e, (event, origin) in self.billing.items()},
+            "basis": None if self.basis is None else self.basis.to_dict(),
+            "emitted": {e: [x.segment, {m: list(r) for m, r in x.revisions.items()}]
+                        for e, x in self.emitted.items()},
+            "first_credited_ms": self.first_credited_ms,
+            "converted": None if self.converted is None else list(self.converted),
+            "movements": {e: list(m) for e, m in self.movements.items()},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PersonState:
         if data.get("v") != STATE_VERSION:
             raise ValueError(f"PersonState version {data.get('v')!r} is not {STATE_VERSION}")
+        person_id = data["person_id"]
         return cls(
-            identity=PersonIdentity.from_dict(data["identity"]),
-            touches=tuple(touch_from_dict(t) for t in data["touches"]),
-            revenue=RevenueState.from_dict(data["revenue"]),
-            held=tuple(Held(Sourced(event_from_dict(h["e"]), Source(**h["src"])))
-                       for h in data["held"]),
-            touchpoint_count=data["touchpoints"],
-            signup_count=data["signups"],
-            origins=data["origins"],
+            person_id=person_id,
+            devices={a: Claim(person_id, a, linked,
+                              tuple(ClaimedTouch(touch_from_list(t), li) for t, li in touches))
+                     for a, (linked, touches) in data["devices"].items()},
+            signups={e: SignupSeen(person_id, anonymous_id, ts, e, Traits(**traits))
+                     for e, (ts, anonymous_id, traits) in data["signups"].items()},
+            billing={e: (event_from_dict(event), origin)
+                     for e, (event, origin) in data["billing"].items()},
+            basis=None if data["basis"] is None else Basis.from_dict(data["basis"]),
+            emitted={e: Emitted(segment, {m: (r[0], r[1]) for m, r in revisions.items()})
+                     for e, (segment, revisions) in data["emitted"].items()},
+            first_credited_ms=data["first_credited_ms"],
+            converted=None if data["converted"] is None else tuple(data["converted"]),
+            movements={e: tuple(m) for e, m in data["movements"].items()},
         )
+
+
+def _flat(record: Any) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs.
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """An input event refused by this stage (duplicate, invalid refund)."""
+    """A billing event refused by this stage (unknown currency, invalid refund)."""
 
     reason: str
     message: str
-    source: Source
+    message_source: Sourced
 
 
 @dataclass(frozen=True, slots=True)
 class Processed:
-    """An input event accepted by this stage (for `consumed = processed + dead-lettered`)."""
+    """A billing event kept as a fact (for `consumed = processed + duplicates + dead letters`)."""
 
     source_topic: str
     event_ts: int
 
 
 @dataclass(frozen=True, slots=True)
+class DuplicateBilling:
+    """A copy of billing already kept: counted, dropped; `replay` for a re-read after a crash."""
+
+    source_topic: str
+    replay: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Converted:
-    """The person's first payment: a new customer of `acquisition_channel` in `segment`."""
+    """The person's conversion: a new customer of `acquisition_channel` in `segment`.
+
+    `sign` -1 takes back one emitted before (a correction moved it)."""
 
     person_id: str
     ts: int
@@ -129,37 +176,41 @@ class Converted:
     segment: str
     first_touch_ts: int | None
     """None for an Unattributed customer (no journey): time to convert is unknown."""
+    sign: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Replayed:
-    """The same input message again (re-read after a crash): its effects are already out."""
-
-    source_topic: str
-
-
-@dataclass(frozen=True, slots=True)
-class LateTouch:
-    """A touch that predates the conversion but arrived after it: not credited."""
-
-    touch: Touch
-
-
-@dataclass(frozen=True, slots=True)
-class HoldStarted:
-    """The person now has billing waiting; `ts` is the event time it waits for."""
+class MrrMovement:
+    """A change of the person's total MRR; `delta_reporting_minor` is signed. `sign` -1 takes
+    back one emitted before."""
 
     person_id: str
+    event_id: str
+    subscription_id: str
+    kind: MovementKind
     ts: int
+    delta_reporting_minor: int
+    mrr_reporting_minor: int
+    reporting_currency: str
+    segment: str
+    acquisition_channel: str | None
+    """None while the person has not converted."""
+    sign: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class HoldEnded:
-    """Held billing went ahead; `waiting_ts` is the next held event time, None when none left."""
+class Corrected:
+    """A credit set changed by a late fact (one per credit id corrected)."""
 
-    person_id: str
-    count: int
-    waiting_ts: int | None
+    model: str
+    cause: CorrectionCause
+
+
+@dataclass(frozen=True, slots=True)
+class LateEvent:
+    """Late facts changed what was emitted (`corrected`), or would have, past the horizon."""
+
+    outcome: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,160 +218,298 @@ class ProfileChanged:
     record: dict[str, Any]
 
 
-PersonOutput = (Credit | MrrMovement | Converted | DeadLetter | Processed | Replayed
-                | LinkRefused | LateTouch | HoldStarted | HoldEnded | ProfileChanged)
+PersonOutput = (Credit | MrrMovement | Converted | DeadLetter | Processed | DuplicateBilling
+                | LinkRefused | Corrected | LateEvent | ProfileChanged)
+LATE_OUTCOMES = ("corrected", "beyond_horizon")
+
+
+# ---------------------------------------------------------------------------------------------
+# The step.
 
 
 def step_person(
     state: PersonState | None,
-    message: StitchedTouch | Link | SignupSeen | Sourced | ReleaseHeld,
+    messages: Iterable[PersonMessage],
     *,
     person_id: str,
     config: PipelineConfig,
-    watermark: Watermark,
+    now_ms: int,
 ) -> tuple[PersonState, list[PersonOutput]]:
-    """Fold one message in; billing the touch `watermark` has not passed yet waits."""
-    current = state or PersonState(identity=PersonIdentity.new(person_id))
+    """Add a batch of one person's messages; emit what their facts now decide differently."""
+    state = state or PersonState(person_id)
+    devices, signups, billing = dict(state.devices), dict(state.signups), dict(state.billing)
     outputs: list[PersonOutput] = []
-    if isinstance(message, StitchedTouch):
-        current = _on_touch(current, message, outputs, config)
-    elif isinstance(message, Link):
-        identity, _, refusal = accept_link(current.identity, message, config.identity)
-        current = replace(current, identity=identity)
-        if refusal is not None:
-            outputs.append(refusal)
-    elif isinstance(message, SignupSeen):
-        current = replace(current, identity=apply_signup(current.identity, message),
-                          signup_count=current.signup_count + 1)
-    elif isinstance(message, ReleaseHeld):
-        current = _release(current, Watermark(message.upto_ms, message.fresh_ms), outputs,
-                           config)
-    elif _is_replay(current, message):
-        outputs.append(Replayed(message.source.topic))
-    elif current.held or not _passed(watermark, message):
-        if not current.held:
-            outputs.append(HoldStarted(person_id, message.event.ts))
-        current = replace(current, held=(*current.held, Held(message)))
-        if len(current.held) > MAX_HELD:
-            current = _release(current, ANY_TIME, outputs, config, limit=1)
-    else:
-        current = _bill(current, message, outputs, config)
-    touches_before = () if state is None else state.touches
-    if (isinstance(message, (SignupSeen, Link)) or current.touches != touches_before
-            or any(isinstance(o, (Credit, MrrMovement, Processed)) for o in outputs)):
-        outputs.append(ProfileChanged(profile_record(current, config)))
-    return current, outputs
+    causes: set[CorrectionCause] = set()
+    changed = False
+    for message in messages:
+        if isinstance(message, Claim):
+            before = devices.get(message.anonymous_id)
+            if before == message or (before is None and not message.touches
+                                     and message.linked_ts is None):
+                continue
+            causes.add(_claim_cause(before, message))
+            if message.linked_ts is None and not message.touches:
+                devices.pop(message.anonymous_id)
+            else:
+                devices[message.anonymous_id] = message
+            changed = True
+        elif isinstance(message, SignupSeen):
+            if message.event_id not in signups:
+                signups[message.event_id] = message
+                causes.add("late_signup")
+                changed = True
+        elif _take_billing(message, billing, outputs, config):
+            if isinstance(message.event, Payment):
+                causes.add("earlier_payment")
+            changed = True
+    if not changed:
+        return state, outputs
+    state = replace(state, devices=devices, signups=signups, billing=billing)
+    return _emit(state, causes, outputs, config, now_ms)
 
 
-def _on_touch(state: PersonState, stitched: StitchedTouch, outputs: list[PersonOutput],
-              config: PipelineConfig) -> PersonState:
-    identity, accepted = accept_touch(state.identity, stitched, config.identity)
-    touch = stitched.touch
-    if not accepted:
-        outputs.append(LinkRefused("person_anonymous_id_cap", touch.anonymous_id,
-                                   stitched.person_id, touch.ts, touch.event_id))
-        return replace(state, identity=identity)
-    if any(t.event_id == touch.event_id for t in state.touches):
-        return replace(state, identity=identity)
-    conversion = state.revenue.conversion_ts
-    if conversion is not None and touch.ts <= conversion:
-        outputs.append(LateTouch(touch))
-    touches = _insert_in_time_order(state.touches, touch)[-MAX_TOUCHES:]
-    return replace(state, identity=identity, touches=touches,
-                   touchpoint_count=state.touchpoint_count + 1)
+def _claim_cause(before: Claim | None, after: Claim) -> CorrectionCause:
+    old = {c.touch.event_id for c in before.touches} if before else set()
+    new = {c.touch.event_id for c in after.touches}
+    if old - new:
+        return "identity_move"
+    if before is not None and before.linked_ts != after.linked_ts:
+        return "late_link"
+    return "late_touch"
 
 
-def _insert_in_time_order(touches: tuple[Touch, ...], touch: Touch) -> tuple[Touch, ...]:
-    position = len(touches)
-    while position and (touches[position - 1].ts, touches[position - 1].event_id) > (
-            touch.ts, touch.event_id):
-        position -= 1
-    return (*touches[:position], touch, *touches[position:])
+def _take_billing(message: Sourced, billing: dict[str, Any], outputs: list[PersonOutput],
+                  config: PipelineConfig) -> bool:
+    """Keep a billing event as a fact, or say why not; True when kept."""
+    event, source = message.event, message.source
+    assert isinstance(event, (Payment, Refund, SubscriptionChange))
+    known = billing.get(event.event_id)
+    if known is not None:
+        outputs.append(DuplicateBilling(source.topic, known[1] == source.origin))
+        return False
+    rejection = _rejection(event, billing, config)
+    if rejection is not None:
+        outputs.append(DeadLetter(rejection.reason, rejection.message, message))
+        return False
+    billing[event.event_id] = (event, source.origin)
+    outputs.append(Processed(source.topic, event.ts))
+    return True
 
 
-def _passed(watermark: Watermark, message: Sourced) -> bool:
-    return watermark.passed(message.event.ts, message.source.validated_at_ms)
+def _rejection(event: Payment | Refund | SubscriptionChange, billing: Mapping[str, Any],
+               config: PipelineConfig) -> Rejection | None:
+    if event.currency not in config.attribution.currency_table:
+        return Rejection("unknown_currency", f"unknown currency {event.currency!r}")
+    if not isinstance(event, Refund):
+        return None
+    payments = {e: b for e, (b, _) in billing.items() if isinstance(b, Payment)}
+    refunded = sum(b.amount_minor for b, _ in billing.values()
+                   if isinstance(b, Refund) and b.refund_of == event.refund_of)
+    return refund_rejection(payments, refunded, event)
 
 
-def _release(state: PersonState, watermark: Watermark, outputs: list[PersonOutput],
-             config: PipelineConfig, limit: int | None = None) -> PersonState:
-    """Bill held events up to the first the watermark has not passed, keeping arrival order."""
-    count = 0
-    most = len(state.held) if limit is None else limit
-    while count < most and _passed(watermark, state.held[count].message):
-        count += 1
-    if count == 0:
-        return state
-    released, rest = state.held[:count], state.held[count:]
-    state = replace(state, held=rest)
-    outputs.append(HoldEnded(state.identity.person_id, count,
-                             rest[0].message.event.ts if rest else None))
-    for item in released:
-        state = _bill(state, item.message, outputs, config)
-    return state
+# ---------------------------------------------------------------------------------------------
+# Deriving and diffing.
 
 
-def _bill(state: PersonState, message: Sourced, outputs: list[PersonOutput],
-          config: PipelineConfig) -> PersonState:
-    event = message.event
-    revenue, results = apply_billing(
-        state.revenue, event, person_id=state.identity.person_id, touches=state.touches,
-        signup_ts=state.identity.first_signup_ts,
-        segment=segment_of(state.identity.traits, config.segments), config=config.attribution)
-    for result in results:
-        if isinstance(result, Duplicate):
-            outputs.append(DeadLetter("duplicate_event_id",
-                                      f"event_id {event.event_id!r} was already processed",
-                                      message.source))
-        elif isinstance(result, Rejection):
-            outputs.append(DeadLetter(result.reason, result.message, message.source))
-        else:
-            outputs.append(result)
-    if revenue is state.revenue:
-        return state
-    if state.revenue.conversion_ts is None and revenue.conversion_ts is not None:
-        segment = segment_of(state.identity.traits, config.segments)
-        outputs.append(Converted(state.identity.person_id, revenue.conversion_ts,
-                                 revenue.acquisition_channel or UNATTRIBUTED, segment,
-                                 revenue.first_touch_ts))
-    outputs.append(Processed(message.source.topic, event.ts))
-    return replace(state, revenue=revenue,
-                   origins={**state.origins, event.event_id: message.source.origin})
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """A person's facts sorted for deriving: touches with the time they became the person's."""
+
+    touches: tuple[tuple[Touch, int], ...]
+    signups: tuple[SignupSeen, ...]
+    revenue: tuple[Payment | Refund, ...]
+    changes: tuple[SubscriptionChange, ...]
+    devices: tuple[str, ...]
+    refused_devices: tuple[str, ...]
 
 
-def _is_replay(state: PersonState, message: Sourced) -> bool:
-    origin = message.source.origin
-    return state.origins.get(message.event.event_id) == origin or any(
-        held.message.source.origin == origin for held in state.held)
+def person_facts(state: PersonState, config: PipelineConfig) -> Facts:
+    admitted = accepted_devices(state.devices, config.identity)
+    admitted_set = set(admitted)
+    touches: list[tuple[Touch, int]] = []
+    refused = []
+    for anonymous_id, claim in state.devices.items():
+        if claim.linked_ts is not None and anonymous_id not in admitted_set:
+            refused.append(anonymous_id)
+        for claimed in claim.touches:
+            if claimed.logged_in:
+                touches.append((claimed.touch, claimed.touch.ts))
+            elif anonymous_id in admitted_set:
+                assert claim.linked_ts is not None
+                touches.append((claimed.touch, max(claimed.touch.ts, claim.linked_ts)))
+    touches.sort(key=lambda pair: (pair[0].ts, pair[0].event_id))
+    events = sorted((b for b, _ in state.billing.values()), key=lambda b: (b.ts, b.event_id))
+    return Facts(
+        touches=tuple(touches),
+        signups=tuple(sorted(state.signups.values(), key=lambda s: (s.ts, s.event_id))),
+        revenue=tuple(e for e in events if isinstance(e, (Payment, Refund))),
+        changes=tuple(e for e in events if isinstance(e, SubscriptionChange)),
+        devices=tuple(sorted(admitted)),
+        refused_devices=tuple(sorted(refused)),
+    )
 
 
-def profile_record(state: PersonState, config: PipelineConfig) -> dict[str, Any]:
-    """The `profile/1` record of DESIGN.md §7 (published compacted, keyed by person_id)."""
-    identity, revenue = state.identity, state.revenue
-    traits = identity.traits
+def traits_as_of(signups: Iterable[SignupSeen], ts: int | None = None) -> Traits:
+    """Traits merged over the signups at or before `ts` (all when None): per trait the
+    non-null value of the latest signup wins; `signups` are in `(ts, event_id)` order."""
+    merged: dict[str, Any] = {}
+    for signup in signups:
+        if ts is not None and signup.ts > ts:
+            break
+        merged.update((k, v) for k, v in _flat(signup.traits).items() if v is not None)
+    return Traits(**merged)
+
+
+def _emit(state: PersonState, causes: set[CorrectionCause], outputs: list[PersonOutput],
+          config: PipelineConfig, now_ms: int) -> tuple[PersonState, list[PersonOutput]]:
+    facts = person_facts(state, config)
+    attribution = config.attribution
+    cause = next((c for c in CORRECTION_CAUSES if c in causes), "late_touch")
+    segments: dict[int, str] = {}
+
+    def segment_at(ts: int) -> str:
+        if ts not in segments:
+            segments[ts] = segment_of(traits_as_of(facts.signups, ts), config.segments)
+        return segments[ts]
+
+    final = (state.first_credited_ms is not None
+             and now_ms - state.first_credited_ms > config.restatement_horizon_ms)
+    payments = [e for e in facts.revenue if isinstance(e, Payment)]
+    basis = state.basis
+    late = None
+    if payments:
+        conversion = payments[0]
+        first_signups = [s.ts for s in facts.signups if s.ts <= conversion.ts]
+        journey = acquisition_journey(facts.touches, conversion.ts, attribution.lookback_ms)
+        derived = make_basis(conversion, journey, first_signups[0] if first_signups else None,
+                             attribution, previous=state.basis)
+        if not final:
+            basis = derived
+        elif derived is not state.basis:
+            late = "beyond_horizon"
+
+    emitted = dict(state.emitted)
+    corrected = False
+    if basis is not None:
+        for event in facts.revenue:
+            segment = segment_at(event.ts)
+            before = emitted.get(event.event_id)
+            if before is not None and final:
+                if before.segment != segment:
+                    late = "beyond_horizon"
+                continue
+            revisions = {}
+            for model in attribution.models:
+                new = credit(event, basis, model, person_id=state.person_id, segment=segment,
+                             config=attribution)
+                previous = None if before is None else before.revisions.get(model)
+                if previous is None:
+                    outputs.append(new)
+                    revisions[model] = (1, None)
+                    continue
+                revision, previous_cause = previous
+                assert state.basis is not None and before is not None
+                if (before.segment == segment
+                        and state.basis.lines[model] == basis.lines[model]
+                        and state.basis.acquisition_channel == basis.acquisition_channel):
+                    revisions[model] = previous
+                    continue
+                old = credit(event, state.basis, model, person_id=state.person_id,
+                             segment=before.segment, config=attribution)
+                outputs.append(retraction(replace(old, revision=revision,
+                                                  cause=previous_cause)))
+                outputs.append(replace(new, revision=revision + 1, cause=cause))
+                outputs.append(Corrected(model, cause))
+                revisions[model] = (revision + 1, cause)
+                corrected = True
+            emitted[event.event_id] = Emitted(segment, revisions)
+    if corrected:
+        late = "corrected"
+    if late is not None:
+        outputs.append(LateEvent(late))
+    first_credited = state.first_credited_ms
+    if first_credited is None and emitted:
+        first_credited = now_ms
+    converted = _converted(state, basis, segment_at, outputs)
+    movements = _movements(state, facts, basis, segment_at, outputs, config)
+    state = replace(state, basis=basis, emitted=emitted, first_credited_ms=first_credited,
+                    converted=converted, movements=movements)
+    outputs.extend(LinkRefused(PERSON_ANONYMOUS_ID_CAP, anonymous_id)
+                   for anonymous_id in facts.refused_devices)
+    outputs.append(ProfileChanged(profile_record(state, facts, config)))
+    return state, outputs
+
+
+def _converted(state: PersonState, basis: Basis | None, segment_at: Any,
+               outputs: list[PersonOutput]) -> tuple[int, str, str, int | None] | None:
+    key = None if basis is None else (basis.conversion_ts, basis.acquisition_channel,
+                                      segment_at(basis.conversion_ts), basis.first_touch_ts)
+    if key != state.converted:
+        if state.converted is not None:
+            outputs.append(Converted(state.person_id, *state.converted, sign=-1))
+        if key is not None:
+            outputs.append(Converted(state.person_id, *key))
+    return key
+
+
+def _movements(state: PersonState, facts: Facts, basis: Basis | None, segment_at: Any,
+               outputs: list[PersonOutput], config: PipelineConfig
+               ) -> dict[str, tuple[str, int, int, str | None, str]]:
+    currency = config.attribution.reporting_currency
+    by_id = {c.event_id: c for c in facts.changes}
+    current: dict[str, tuple[str, int, int, str | None, str]] = {}
+    for step in mrr_steps(facts.changes, config.attribution):
+        if step.kind is not None:
+            ts = step.change.ts
+            channel = (basis.acquisition_channel
+                       if basis is not None and ts >= basis.conversion_ts else None)
+            current[step.change.event_id] = (step.kind, step.delta_reporting_minor,
+                                             step.mrr_reporting_minor, channel, segment_at(ts))
+    for event_id in sorted({*state.movements, *current}):
+        old, new = state.movements.get(event_id), current.get(event_id)
+        if old == new:
+            continue
+        change = by_id[event_id]
+        for values, sign in ((old, -1), (new, 1)):
+            if values is not None:
+                kind, delta, after, channel, segment = values
+                outputs.append(MrrMovement(state.person_id, event_id, change.subscription_id,
+                                           kind, change.ts, delta, after, currency, segment,
+                                           channel, sign))  # type: ignore[arg-type]
+    return current
+
+
+def profile_record(state: PersonState, facts: Facts, config: PipelineConfig) -> dict[str, Any]:
+    """The `profile/1` record (published compacted, keyed by person_id)."""
+    attribution = config.attribution
+    traits = traits_as_of(facts.signups)
+    basis = state.basis
+    lifetime = sum(
+        to_reporting(e.amount_minor if isinstance(e, Payment) else -e.amount_minor, e.currency,
+                     attribution.currency_table, attribution.reporting_currency)
+        for e in facts.revenue)
+    steps = mrr_steps(facts.changes, attribution)
+    touches = [touch for touch, _ in facts.touches]
     return {
         "schema": "profile/1",
-        "person_id": identity.person_id,
-        "anonymous_ids": sorted(identity.anonymous_ids),
-        "acquisition_channel": revenue.acquisition_channel,
-        "acquisition_campaign": revenue.acquisition_campaign,
+        "person_id": state.person_id,
+        "anonymous_ids": list(facts.devices),
+        "acquisition_channel": None if basis is None else basis.acquisition_channel,
+        "acquisition_campaign": None if basis is None else basis.acquisition_campaign,
         "segment": segment_of(traits, config.segments),
-        "traits": {f.name: getattr(traits, f.name) for f in fields(traits)},
-        "lifetime_revenue_minor": revenue.lifetime_revenue_reporting_minor,
-        "mrr_minor": revenue.mrr_reporting_minor,
-        "reporting_currency": config.attribution.reporting_currency,
-        "first_touch_ts": state.touches[0].ts if state.touches else None,
-        "journey": [touch_to_dict(touch) for touch in state.touches[-MAX_JOURNEY:]],
-        "conversion_ts": revenue.conversion_ts,
+        "traits": _flat(traits),
+        "lifetime_revenue_minor": lifetime,
+        "mrr_minor": steps[-1].mrr_reporting_minor if steps else 0,
+        "reporting_currency": attribution.reporting_currency,
+        "first_touch_ts": touches[0].ts if touches else None,
+        "journey": [touch_to_dict(touch) for touch in touches[-MAX_JOURNEY:]],
+        "conversion_ts": None if basis is None else basis.conversion_ts,
         "counts": {
-            "touchpoints": state.touchpoint_count,
-            "signups": state.signup_count,
-            "payments": revenue.payment_count,
-            "refunds": revenue.refund_count,
-            "subscription_changes": len(revenue.subscription_change_ids),
+            "touchpoints": len(touches),
+            "signups": len(facts.signups),
+            "payments": sum(isinstance(e, Payment) for e in facts.revenue),
+            "refunds": sum(isinstance(e, Refund) for e in facts.revenue),
+            "subscription_changes": len(facts.changes),
         },
     }
-
-
-def _source_dict(source: Source) -> dict[str, Any]:
-    return {f.name: getattr(source, f.name) for f in fields(source)}

@@ -64,7 +64,7 @@ class ProfileBook:
 
 @dataclass
 class CreditBook:
-    """Credits folded into a `Ledger` (de-duplicated by `credit_id`), plus each person's revenue
+    """Credits folded into a `Ledger` (corrections included), plus each person's revenue
     events in their original currency, which the simulator's books can be checked against."""
 
     population: frozenset[str] | None = None
@@ -81,8 +81,9 @@ class CreditBook:
             return False
         if not self.ledger.add(record):
             return False
-        self._events.setdefault(person_id, {})[record["revenue_event_id"]] = (
-            record["amount_minor"], record["currency"])
+        if record.get("op", "assert") == "assert":
+            self._events.setdefault(person_id, {})[record["revenue_event_id"]] = (
+                record["amount_minor"], record["currency"])
         return True
 
     def revenue_by_person(self) -> dict[str, dict[str, int]]:

@@ -1,22 +1,25 @@
 """Validation at the pipeline's edge: the raw bytes of one input message → `Event` or `Rejection`.
 
 Checks run in this order and the first failure is the reason (DESIGN.md §2, §10):
-size → JSON (orjson, strict UTF-8) → object → `schema` name of the topic → the topic's JSON
-Schema (`schemas/*.schema.json`, the one source of truth, existing calendar dates included) → what
-no schema can say: the accepted time range around `now_ms`, a currency of the currency table, a
-user id that is not junk on signups and billing events. Only payloads that passed all of them
-become `schemas.events` types.
+size → JSON (orjson, strict UTF-8) → object → `schema` name of the topic → integers written as
+JSON integers → the topic's JSON Schema (`schemas/*.schema.json`, the one source of truth,
+existing calendar dates included) → what no schema can say: the accepted time range around
+`now_ms`, a currency of the currency table (an empty one included), a user id that is not junk
+on signups and billing events. Only payloads that passed all of them become `schemas.events`
+types.
 
-`decode` never raises for any input bytes. Two JSON corner cases follow JSON Schema's number
-model: an integral number written with a fraction or exponent (`4900.0`, `1.7e12`) is an integer
-and is read as one; integers beyond 64 bits, which orjson reads as floats, are far outside every
-accepted range, so they fail as `invalid_value` (amounts, sizes) or as `timestamp_in_future` /
-`timestamp_too_old` (ts).
+`decode` never raises for any input bytes. Integers are stricter than JSON Schema's `integer`,
+which admits `29.0`: `ts` as epoch milliseconds, `amount_minor`, `mrr_minor` and
+`company_size` written with a fraction or exponent are `wrong_type` (a float amount usually
+means major units were sent). orjson reads such numbers as floats, and also integers beyond 64
+bits; the latter are integers, far outside every accepted range, so they fail as
+`invalid_value` (amounts, sizes) or as `timestamp_in_future` / `timestamp_too_old` (ts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import date
 from enum import StrEnum
@@ -25,7 +28,7 @@ from typing import Any, Final
 import orjson
 
 from processors.junk import is_junk_id
-from schemas.contract import INPUT_SCHEMAS, SchemaError, TopicKind, validator
+from schemas.contract import INPUT_SCHEMAS, SchemaError, TopicKind, load_schema, validator
 from schemas.events import (
     Campaign,
     Event,
@@ -116,8 +119,10 @@ def decode(
             f"payload is a JSON {_json_type(payload)}: send one JSON object per message",
         )
     schema_name = INPUT_SCHEMAS[topic_kind]
-    return _schema_name_rejection(payload, schema_name) or _validated(
-        payload, topic_kind, schema_name, now_ms, config
+    return (
+        _schema_name_rejection(payload, schema_name)
+        or _integer_rejection(raw, payload, topic_kind, schema_name)
+        or _validated(payload, topic_kind, schema_name, now_ms, config)
     )
 
 
@@ -138,6 +143,75 @@ def _schema_name_rejection(payload: Mapping[str, Any], schema_name: str) -> Reje
     return None
 
 
+_COMMON_DEFS: Final = load_schema("common/1")["$defs"]
+_INTEGER_HINTS: Final[dict[str, str]] = {
+    "ts": _COMMON_DEFS["ts"]["description"],
+    "amount_minor": _COMMON_DEFS["amount_minor"]["description"],
+    "mrr_minor": _COMMON_DEFS["mrr_minor"]["description"],
+    "company_size": _COMMON_DEFS["traits"]["properties"]["company_size"]["description"],
+}
+"""The schema descriptions of the fields that must be JSON integers, quoted as the fix."""
+_SMALLEST_INTEGER_READ_AS_FLOAT: Final = 2**63
+"""orjson reads every integer literal in [-2**63, 2**64) as an int, so a float of smaller
+magnitude was written with a fraction or an exponent."""
+
+
+def _integer_rejection(
+    raw: bytes, payload: Mapping[str, Any], topic_kind: TopicKind, schema_name: str
+) -> Rejection | None:
+    """`29.0` is mistyped even though JSON Schema's `integer` admits it (DESIGN.md §10).
+
+    Checked before the schema so that a float is `wrong_type` whatever its value: `0.0` is a
+    mistyped amount, not a non-positive one.
+    """
+    for path, value in _integer_fields(payload, topic_kind):
+        if isinstance(value, float) and _written_with_fraction_or_exponent(raw, path, value):
+            return Rejection(
+                Reason.WRONG_TYPE,
+                f"{schema_name}: '{'.'.join(path)}' must be an integer written without a "
+                f"fraction or exponent, got {_preview(value)} ({_INTEGER_HINTS[path[-1]]})",
+            )
+    return None
+
+
+def _integer_fields(
+    payload: Mapping[str, Any], topic_kind: TopicKind
+) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(path, value) of each field the topic's schema types as an integer, where present."""
+    if "ts" in payload:
+        yield ("ts",), payload["ts"]
+    if topic_kind == "billing":
+        kind = payload.get("kind")
+        name = "mrr_minor" if kind == "subscription_change" else "amount_minor"
+        if kind in ("payment", "refund", "subscription_change") and name in payload:
+            yield (name,), payload[name]
+    traits = payload.get("traits") if topic_kind == "signup" else None
+    if isinstance(traits, dict) and "company_size" in traits:
+        yield ("traits", "company_size"), traits["company_size"]
+
+
+def _written_with_fraction_or_exponent(raw: bytes, path: tuple[str, ...], value: float) -> bool:
+    """Beyond 64 bits orjson gives a float for `10000000000000000000000` as for `1e22`; the
+    standard parser, which keeps big integers exact, tells them apart (rare: both are out of
+    every range, so only the reason differs). Unreadable there (nesting too deep) counts as a
+    fraction."""
+    if abs(value) < _SMALLEST_INTEGER_READ_AS_FLOAT:
+        return True
+    try:
+        node = json.loads(raw)
+        for key in path:
+            node = node[key]
+    except (ValueError, RecursionError, LookupError, TypeError):
+        return True
+    return not isinstance(node, int)
+
+
+_NO_CURRENCY: Final = "XXX"
+"""ISO 4217's code for "no currency": stands in for an empty `currency` in the schema check, so
+that the currency check refuses it as `unknown_currency` (DESIGN.md §10) in the documented
+order, while the published schema keeps refusing `""`."""
+
+
 def _validated(
     payload: dict[str, Any],
     topic_kind: TopicKind,
@@ -145,8 +219,11 @@ def _validated(
     now_ms: int,
     config: ValidationConfig,
 ) -> Event | Rejection:
+    shape = payload
+    if topic_kind == "billing" and payload.get("currency") == "":
+        shape = payload | {"currency": _NO_CURRENCY}
     try:
-        validator(schema_name)(payload)
+        validator(schema_name)(shape)
     except SchemaError as error:
         return _schema_rejection(error, schema_name)
     ts_ms = epoch_ms(payload["ts"])
@@ -212,7 +289,8 @@ def epoch_ms(ts: str | int | float) -> int:
     The schema's pattern admits only existing dates laid out
     `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, so fields are read by position. Fraction digits
     past the millisecond are truncated (floor), and the offset is subtracted to reach UTC.
-    Numbers are already integral (see the module docstring).
+    Numbers are integers (see the module docstring); `int` also reads an integer literal beyond
+    64 bits, which only a time range wider than the defaults lets through.
     """
     if not isinstance(ts, str):
         return int(ts)
@@ -249,12 +327,15 @@ def _semantic_rejection(
     payload: Mapping[str, Any], topic_kind: TopicKind, config: ValidationConfig
 ) -> Rejection | None:
     """A known currency on billing events; a real user id on signups and billing events."""
-    if topic_kind == "billing" and payload["currency"] not in config.known_currencies:
-        return Rejection(
-            Reason.UNKNOWN_CURRENCY,
-            f"currency '{payload['currency']}' is not in the currency table: send an ISO 4217 "
-            "code the pipeline is configured for, or add it to the table",
-        )
+    if topic_kind == "billing":
+        currency = payload["currency"]
+        if not currency or currency not in config.known_currencies:
+            problem = f"'{currency}' is not in the currency table" if currency else "is empty"
+            return Rejection(
+                Reason.UNKNOWN_CURRENCY,
+                f"currency {problem}: send an ISO 4217 code the pipeline is configured for, "
+                "or add it to the table",
+            )
     if topic_kind != "page_view" and is_junk_id(payload["user_id"], config.junk_block_list):
         return Rejection(
             Reason.JUNK_USER_ID,
@@ -292,15 +373,8 @@ def _event(payload: Mapping[str, Any], topic_kind: TopicKind, ts_ms: int) -> Eve
 
 
 def _record(cls: Any, values: Mapping[str, Any], **given: Any) -> Any:
-    """`cls` from the payload fields of the same names; absent optional fields are None.
-
-    No field of the contract is a fractional number, so a float here is an integral one.
-    """
-    taken = {
-        name: int(value) if isinstance(value := values.get(name), float) else value
-        for name in _FIELD_NAMES[cls]
-        if name not in given
-    }
+    """`cls` from the payload fields of the same names; absent optional fields are None."""
+    taken = {name: values.get(name) for name in _FIELD_NAMES[cls] if name not in given}
     return cls(**taken, **given)
 
 

@@ -28,7 +28,9 @@ INPUT_SCHEMAS: Final[dict[TopicKind, str]] = {
 }
 """The one schema each input topic carries (page-views-v1, signups-v1, billing-v1)."""
 
-OUTPUT_SCHEMAS: Final = ("credit/1", "profile/1", "dead_letter/1")
+OUTPUT_SCHEMAS: Final = ("credit/1", "credit/2", "profile/1", "dead_letter/1")
+"""The output schemas; `credit/1` (attribution-credits-v1, before corrections) stays published
+for the consumers that have not moved to `credit/2` yet."""
 
 SchemaError = fastjsonschema.JsonSchemaValueException
 """Raised by a validator; `.rule`, `.rule_definition`, `.name`, `.value`, `.definition` say why."""

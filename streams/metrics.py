@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+LATE_EVENT_OUTCOMES = ("corrected", "beyond_horizon")
+"""What became of an event that arrived after a credit it changes (DESIGN.md §11)."""
+
 
 @dataclass(frozen=True)
 class Metrics:
@@ -17,11 +20,14 @@ class Metrics:
     touches_dropped: Counter
     touches_stitched: Counter
     credits_emitted: Counter
+    credit_corrections: Counter
     revenue_held: Counter
     revenue_released: Counter
     watermark_stalls: Counter
     late_touches: Counter
+    late_events: Counter
     replayed: Counter
+    duplicate_events: Counter
     mrr_movements: Counter
     processing_latency: Histogram
     table_keys: Gauge
@@ -38,20 +44,27 @@ def zero_known_labels(metrics: Metrics, input_topics: tuple[str, ...],
     from processors.aggregates import MOVEMENT_KINDS
     from processors.identity import DROP_REASONS, REFUSAL_REASONS
     from processors.validation import REASONS
+    from schemas.contract import load_schema
 
     for topic in input_topics:
         metrics.events_consumed.labels(topic)
         metrics.events_processed.labels(topic)
         metrics.replayed.labels(topic)
+        metrics.duplicate_events.labels(topic)
         for reason in REASONS:
             metrics.dead_letters.labels(topic, reason)
     for reason in REFUSAL_REASONS:
         metrics.link_refusals.labels(reason)
     for reason in DROP_REASONS:
         metrics.touches_dropped.labels(reason)
+    causes = [c for c in load_schema("credit/2")["properties"]["cause"]["enum"] if c]
     for model in models:
         for kind in ("payment", "refund"):
             metrics.credits_emitted.labels(model, kind)
+        for cause in causes:
+            metrics.credit_corrections.labels(model, cause)
+    for outcome in LATE_EVENT_OUTCOMES:
+        metrics.late_events.labels(outcome)
     for kind in MOVEMENT_KINDS:
         metrics.mrr_movements.labels(kind)
 
@@ -82,6 +95,10 @@ def create_metrics() -> Metrics:
         credits_emitted=Counter(
             "personify_credits_emitted_total", "Credit records produced, by model and kind.",
             ["model", "kind"], registry=registry),
+        credit_corrections=Counter(
+            "personify_credit_corrections_total",
+            "Credits restated (a retract and the next revision's assert), by model and cause.",
+            ["model", "cause"], registry=registry),
         revenue_held=Counter(
             "personify_revenue_events_held_total",
             "Revenue events that waited for the touch watermark (they overtook touches).",
@@ -97,9 +114,18 @@ def create_metrics() -> Metrics:
             "personify_late_touches_total",
             "Touches that reached a person after the conversion they predate (not credited).",
             registry=registry),
+        late_events=Counter(
+            "personify_late_events_total",
+            "Events that arrived after a credit they change: corrected, or beyond the "
+            "restatement horizon (they affect only the future).", ["outcome"],
+            registry=registry),
         replayed=Counter(
             "personify_replayed_events_total",
             "Input messages read again after a crash; their effects were already out.",
+            ["topic"], registry=registry),
+        duplicate_events=Counter(
+            "personify_duplicate_events_total",
+            "Input events dropped because their (topic, event_id) was already accepted.",
             ["topic"], registry=registry),
         mrr_movements=Counter(
             "personify_mrr_movements_total", "MRR movements, by kind.", ["kind"],

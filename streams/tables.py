@@ -25,11 +25,9 @@ with its state; these bound it to about 1 GiB in all."""
 @dataclass(frozen=True)
 class TableRegistry:
     devices: faust.Table
-    """anonymous_id → DeviceState: links, pending touches, last view, recent event ids."""
+    """anonymous_id → DeviceState: the device's page views and links, and the shares sent."""
     persons: faust.Table
-    """user_id → PersonState: identity, journey, conversion weights, payments, MRR."""
-    held_revenue: faust.Table
-    """user_id → [partition, event time, validation time] of the oldest billing waiting."""
+    """user_id → PersonState: device shares, signups, billing, basis and what was emitted."""
     aggregates: faust.Table
     """"{partition}|{hour or all}|{measure group}" → cells of the rolling business aggregates."""
 
@@ -40,10 +38,9 @@ def declare_tables(app: faust.App, settings: Settings) -> TableRegistry:
                          recovery_buffer_size=RECOVERY_BATCH, options=dict(ROCKSDB_OPTIONS),
                          help=help_text)
 
-    devices, persons, held_revenue, aggregates = TABLES
+    devices, persons, aggregates = TABLES
     return TableRegistry(
-        devices=table(devices, "device identity and visit state"),
-        persons=table(persons, "person identity, journey and revenue state"),
-        held_revenue=table(held_revenue, "persons whose revenue waits for the touches"),
+        devices=table(devices, "device facts: page views and links"),
+        persons=table(persons, "person facts: device shares, signups, billing, emitted credits"),
         aggregates=table(aggregates, "rolling aggregates by partition, hour and measure"),
     )

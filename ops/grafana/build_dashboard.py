@@ -69,6 +69,9 @@ CHANNEL_BY_SEGMENT = ({"id": "groupingToMatrix", "options": {
 ATTRIBUTED = 'personify_attributed_revenue_minor_units{model="$model", window="$window"}'
 LIFETIME_REVENUE = 'personify_revenue_minor_units{window="all"}'
 CUSTOMERS_EVER = 'personify_new_customers{window="all"}'
+CORRECTIONS = "rate(personify_credit_corrections_total[5m])"
+EMITTED = "rate(personify_credits_emitted_total[5m])"
+"""Credits first asserted (revision 1), one per revenue event and model."""
 
 ROWS = (
     Row("Revenue by channel and model", (
@@ -127,6 +130,27 @@ ROWS = (
               unit="percentunit",
               description="Every worker reads the same leaderboard, so the workers agree: "
                           "max, not sum. Refreshed every 30 s."),
+    )),
+    Row("Late events and corrections", (
+        Panel("Credit corrections per 1,000 revenue events", "timeseries",
+              (_series(f"1000 * sum by (model) ({CORRECTIONS}) / (sum by (model) ({EMITTED}) > 0)",
+                       "{{model}}"),
+               _series(f"1000 * sum({CORRECTIONS}) / (sum({EMITTED}) > 0)", "all models")),
+              unit="short",
+              description="Credits restated (a retract and the next revision's assert) per "
+                          "1,000 credits first asserted, by model: how often late touches, "
+                          "links, signups and earlier payments change what was published."),
+        Panel("Late events /s by outcome", "timeseries",
+              (_series("sum by (outcome) (rate(personify_late_events_total[5m]))",
+                       "{{outcome}}"),), unit="short",
+              description="Events that arrived after a credit they change: corrected, or "
+                          "beyond the restatement horizon (the credit is final; only later "
+                          "revenue sees them)."),
+        Panel("Duplicate input events /s by topic", "timeseries",
+              (_series("sum by (topic) (rate(personify_duplicate_events_total[5m]))",
+                       "{{topic}}"),), unit="short",
+              description="Events whose (topic, event_id) was already accepted: dropped and "
+                          "counted, the normal result of a producer's retry."),
     )),
     Row("Pipeline health", (
         Panel("Input events read /s by topic", "timeseries",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from personify.settings import Settings
 
-TABLES = ("devices", "persons", "held-revenue", "aggregates")
+TABLES = ("device-facts", "person-facts", "aggregates")
 """The worker's tables; their changelogs are `{app_id}-{table}-changelog`."""
 
 

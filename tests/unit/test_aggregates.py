@@ -33,8 +33,8 @@ from processors.aggregates import (
     windows,
 )
 from processors.attribution import DAY_MS, MODELS, UNATTRIBUTED_LINE, CreditLine
-from processors.person import Converted, Processed
-from processors.revenue import Credit, CreditedLine, MrrMovement
+from processors.person import Converted, MrrMovement, Processed
+from processors.revenue import Credit, CreditedLine
 from processors.segments import SEGMENTS
 
 CONFIG = AggregateConfig.for_models(MODELS)

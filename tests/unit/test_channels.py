@@ -31,6 +31,7 @@ CHANNEL_CASES = [
     ("3 paid shopping by source", "amazon", "cpc", None, "Paid Shopping"),
     ("3 paid shopping by campaign", "newsletter-co", "ppc", "black-friday-shop", "Paid Shopping"),
     ("3 paid shopping, e-shop campaign", "partner", "paid_social", "eshop", "Paid Shopping"),
+    ("3 paid shopping, shopify", "shopify", "cpc", None, "Paid Shopping"),
     ("4 paid search", "google", "cpc", "brand", "Paid Search"),
     ("4 paid search by host source", "www.bing.com", "ppc", None, "Paid Search"),
     ("5 paid social", "facebook", "paid-social", None, "Paid Social"),
@@ -42,9 +43,15 @@ CHANNEL_CASES = [
     ("8 paid other, AI source paid", "chatgpt", "cpc", None, "Paid Other"),
     ("9 organic shopping by source", "ebay", "referral", None, "Organic Shopping"),
     ("9 organic shopping by campaign", "partner", "link", "summer shopping", "Organic Shopping"),
+    ("9 shopify app store is shopping", "apps.shopify.com", "referral", None, "Organic Shopping"),
     ("10 organic social by source", "twitter", "social", None, "Organic Social"),
     ("10 organic social by medium", "forum", "social media", None, "Organic Social"),
     ("10 organic social, sm", "forum", "sm", None, "Organic Social"),
+    ("10 quora is social", "quora", "referral", None, "Organic Social"),
+    ("10 slack is social", "slack", "(not set)", None, "Organic Social"),
+    ("10 product hunt is social", "producthunt", "referral", None, "Organic Social"),
+    ("10 hacker news is social", "news.ycombinator.com", "referral", None, "Organic Social"),
+    ("5 paid social, quora", "quora", "cpc", None, "Paid Social"),
     ("11 organic video by source", "vimeo", "referral", None, "Organic Video"),
     ("11 organic video by medium", "webinar-platform", "video-embed", None, "Organic Video"),
     ("11½ AI by name", "chatgpt", "referral", None, "AI Assistants"),
@@ -127,6 +134,78 @@ def test_hosts_resolve_to_their_most_specific_listed_source(host, expected):
 )
 def test_lookalike_and_unknown_hosts_are_not_listed(host):
     assert CONFIG.sources.find_host(host) is None
+
+
+GA4_SOURCE_CATEGORIES = [
+    # Sources GA4's published source categories list, with GA4's category (DESIGN.md §10).
+    ("quora", "social"),
+    ("quora.com", "social"),
+    ("slack", "social"),
+    ("producthunt", "social"),
+    ("news.ycombinator.com", "social"),
+    ("stackoverflow.com", "social"),
+    ("crunchyroll", "social"),
+    ("nicovideo.jp", "social"),
+    ("answers.yahoo.com", "social"),
+    ("sites.google.com", "social"),
+    ("groups.google.com", "social"),
+    ("blog.naver.com", "social"),
+    ("l.facebook.com", "social"),
+    ("t.co", "social"),
+    ("lnkd.in", "social"),
+    ("shopify", "shopping"),
+    ("shopify.com", "shopping"),
+    ("apps.shopify.com", "shopping"),
+    ("checkout.shopify.com", "shopping"),
+    ("partners.shopify.com", "shopping"),
+    ("stripe", "shopping"),
+    ("checkout.stripe.com", "shopping"),
+    ("igshopping", "shopping"),
+    ("shopping.yahoo.com", "shopping"),
+    ("store.shopping.yahoo.co.jp", "shopping"),
+    ("m.shopping.naver.com", "shopping"),
+    ("shop.app", "shopping"),
+    ("ebay.co.uk", "shopping"),
+    ("mercadolibre.com.ar", "shopping"),
+    ("one.walmart.com", "shopping"),
+    ("rakuten", "search"),
+    ("rakuten.co.jp", "search"),
+    ("websearch.rakuten.co.jp", "search"),
+    ("cnn", "search"),
+    ("so.com", "search"),
+    ("google-play", "search"),
+    ("play.google.com", "search"),
+    ("news.google.com", "search"),
+    ("search.aol.co.uk", "search"),
+    ("suche.aol.de", "search"),
+    ("m.search.naver.com", "search"),
+    ("ntp.msn.com", "search"),
+    ("cn.bing.com", "search"),
+    ("m.youtube.com", "video"),
+    ("player.twitch.tv", "video"),
+    ("fast.wistia.net", "video"),
+    ("crackle.com", "video"),
+]
+
+
+@pytest.mark.parametrize(("source", "category"), GA4_SOURCE_CATEGORIES)
+def test_sources_ga4_lists_have_ga4s_category(source, category):
+    known = CONFIG.sources.find_source(source)
+    assert known is not None and known.category == category, known
+
+
+def _hosts_of(category):
+    (source_list,) = [s for s in load_source_lists().lists if s.category == category]
+    return [alias for _, aliases in source_list.entries for alias in aliases if "." in alias]
+
+
+@pytest.mark.parametrize("host", _hosts_of("ai"))
+def test_ai_assistant_hosts_are_never_shadowed_by_search_or_other_lists(host):
+    """The AI list is consulted first: `gemini.google.com` is Gemini, not Google search."""
+    for name in (host, "www." + host, "m." + host):
+        known = CONFIG.sources.find_source(name)
+        assert known is not None and known.category == "ai", (name, known)
+        assert classify(name, "referral", None, CONFIG) == "AI Assistants"
 
 
 def test_every_shipped_list_has_a_version_a_note_and_dozens_of_entries():

@@ -1,4 +1,4 @@
-"""The internal batch records: what one stage sends another through an internal topic."""
+"""The internal records: what one stage sends another through an internal topic."""
 
 from __future__ import annotations
 
@@ -7,38 +7,33 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.messages import Batch, decode_batch, encode_batch
+from processors.identity import Claim, ClaimedTouch, SignupSeen
+from processors.messages import Source, Sourced, decode, decode_batch, encode, encode_batch
+from processors.touch import Touch
+from schemas.events import Campaign, PageView, Payment, Signup, Traits
 
 ITEMS = st.lists(st.tuples(st.text(min_size=1, max_size=12),
                            st.dictionaries(st.sampled_from("kxyz"), st.text(max_size=300),
                                            max_size=3)),
                  max_size=60)
-TIMES = st.integers(-(2**62), 2**62)
-MARKS = st.none() | st.fixed_dictionaries({"q": st.integers(0, 7), "upto": TIMES,
-                                           "fresh": TIMES})
 
 
-@given(items=ITEMS, mark=MARKS, max_bytes=st.integers(1, 4000))
-def test_a_batch_survives_any_split_in_order_with_its_mark_last(items, mark, max_bytes):
-    records = encode_batch(Batch(items, mark), max_bytes=max_bytes)
-    decoded = [decode_batch(orjson.loads(record)) for record in records]
-    assert [item for batch in decoded for item in batch.items] == items
-    assert decoded[-1].mark == mark
-    assert all(batch.mark is None for batch in decoded[:-1])
-    assert all(batch.items for batch in decoded[:-1])
+@given(items=ITEMS, max_bytes=st.integers(1, 4000))
+def test_a_batch_survives_any_split_in_order(items, max_bytes):
+    records = encode_batch(items, max_bytes=max_bytes)
+    assert [item for record in records for item in decode_batch(orjson.loads(record))] == items
+    assert all(decode_batch(orjson.loads(record)) for record in records)
 
 
 @given(items=ITEMS, max_bytes=st.integers(200, 4000))
 def test_records_stay_within_the_size_unless_one_item_is_larger(items, max_bytes):
-    for record in encode_batch(Batch(items), max_bytes=max_bytes):
-        batch = decode_batch(orjson.loads(record))
-        envelope = len(b'{"k":"batch","items":[],"wm":null}')
-        assert len(record) <= max_bytes + envelope or len(batch.items) == 1
+    for record in encode_batch(items, max_bytes=max_bytes):
+        envelope = len(b'{"k":"batch","items":[]}')
+        assert len(record) <= max_bytes + envelope or len(decode_batch(orjson.loads(record))) == 1
 
 
-def test_an_empty_batch_still_carries_the_watermark():
-    [record] = encode_batch(Batch([], {"q": 1, "upto": 5, "fresh": 6}))
-    assert decode_batch(orjson.loads(record)) == Batch([], {"q": 1, "upto": 5, "fresh": 6})
+def test_nothing_to_send_is_no_record():
+    assert encode_batch([]) == []
 
 
 @pytest.mark.parametrize("data", [None, [], "batch", {"k": "event"}, {"k": "batch"},
@@ -46,3 +41,22 @@ def test_an_empty_batch_still_carries_the_watermark():
 def test_anything_else_is_not_a_batch(data):
     with pytest.raises(ValueError, match="not a batch"):
         decode_batch(data)
+
+
+TOUCH = Touch("v1", 5, "anon", "Paid Search", "google", "cpc", "spring")
+SOURCE = Source("page-views-v1", 2, 40, '{"raw": true}')
+
+
+@pytest.mark.parametrize("message", [
+    Claim("u1", "anon", 3, (ClaimedTouch(TOUCH, False),
+                            ClaimedTouch(Touch("v2", 9, "anon", "Direct", "(direct)", "(none)"),
+                                         True))),
+    Claim("u1", "anon", None, ()),
+    SignupSeen("u1", "anon", 7, "s1", Traits(company_size=250, plan="team")),
+    Sourced(PageView("v1", 5, "anon", "u1", "https://x.test/", None,
+                     Campaign(source="google")), SOURCE),
+    Sourced(Signup("s1", 7, "anon", "u1", Traits(country="DE")), SOURCE),
+    Sourced(Payment("p1", 8, "u1", 4900, "EUR"), SOURCE),
+])
+def test_every_message_survives_its_record(message):
+    assert decode(orjson.loads(orjson.dumps(encode(message)))) == message

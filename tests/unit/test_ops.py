@@ -12,7 +12,7 @@ from processors.aggregates import WINDOWS
 from processors.attribution import MODELS
 from streams.aggregate_store import AggregateStore
 from streams.business_metrics import BusinessCollector
-from streams.metrics import create_metrics
+from streams.metrics import LATE_EVENT_OUTCOMES, create_metrics, zero_known_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERT_TESTS = Path(__file__).with_name("alerts_test.yml")
@@ -132,3 +132,66 @@ def test_every_metric_in_the_dashboard_and_alerts_is_exported_by_the_worker():
     assert used - exported == set()
     assert {"personify_attributed_revenue_minor_units",
             "personify_time_to_conversion_seconds_bucket"} <= used
+
+
+def _panel_exprs(title: str) -> list[str]:
+    panels = [panel for panel in _panels() if panel["title"] == title]
+    assert len(panels) == 1, title
+    return [target["expr"] for target in panels[0]["targets"]]
+
+
+def test_corrections_per_1000_revenue_events_sum_workers_kinds_and_causes(promtool, tmp_path):
+    by_model, overall = _panel_exprs("Credit corrections per 1,000 revenue events")
+    # Per minute: linear first-asserts 90 payments + 10 refunds over two workers, 2 corrections;
+    # first_touch 50 payments, no correction; an idle model has no ratio (not a division by 0).
+    series = {
+        'personify_credits_emitted_total{instance="w1",model="linear",kind="payment"}': "0+90x10",
+        'personify_credits_emitted_total{instance="w2",model="linear",kind="refund"}': "0+10x10",
+        'personify_credits_emitted_total{instance="w1",model="first_touch",kind="payment"}':
+            "0+50x10",
+        'personify_credits_emitted_total{instance="w1",model="w_shaped",kind="payment"}': "0x10",
+        'personify_credit_corrections_total{instance="w1",model="linear",cause="late_touch"}':
+            "0+1x10",
+        'personify_credit_corrections_total{instance="w2",model="linear",cause="late_link"}':
+            "0+1x10",
+        'personify_credit_corrections_total{instance="w1",model="first_touch",cause="late_touch"}':
+            "0x10",
+        'personify_credit_corrections_total{instance="w1",model="w_shaped",cause="late_touch"}':
+            "0x10",
+    }
+    cases = {"tests": [{
+        "interval": "1m",
+        "input_series": [{"series": name, "values": values} for name, values in series.items()],
+        "promql_expr_test": [
+            {"expr": by_model, "eval_time": "10m",
+             "exp_samples": [{"labels": '{model="first_touch"}', "value": 0},
+                             {"labels": '{model="linear"}', "value": 20}]},
+            {"expr": overall, "eval_time": "10m",
+             "exp_samples": [{"labels": "{}", "value": 2000 / 150}]},
+        ],
+    }]}
+    path = tmp_path / "corrections_test.yml"
+    path.write_text(yaml.safe_dump(cases))
+    _promtool(promtool, "test", "rules", str(path))
+
+
+def test_late_events_are_shown_by_outcome():
+    (expr,) = _panel_exprs("Late events /s by outcome")
+    assert expr == "sum by (outcome) (rate(personify_late_events_total[5m]))"
+
+
+def test_the_correction_metrics_start_at_zero_for_their_closed_label_sets():
+    metrics = create_metrics()
+    zero_known_labels(metrics, ("page-views-v1", "billing-v1"), ("linear", "first_touch"))
+    samples = {(sample.name, tuple(sorted(sample.labels.items())))
+               for family in metrics.registry.collect() for sample in family.samples
+               if sample.value == 0}
+    causes = ("late_touch", "late_link", "late_signup", "earlier_payment", "identity_move")
+    for model in ("linear", "first_touch"):
+        for cause in causes:
+            assert ("personify_credit_corrections_total",
+                    (("cause", cause), ("model", model))) in samples
+    for outcome in LATE_EVENT_OUTCOMES:
+        assert ("personify_late_events_total", (("outcome", outcome),)) in samples
+    for topic in ("page-views-v1", "billing-v1"):
+        assert ("personify_duplicate_events_total", (("topic", topic),)) in samples

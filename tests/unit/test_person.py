@@ -1,168 +1,245 @@
-import itertools
+"""The person step: facts in, credits out at once, corrected when a late fact changes them."""
 
+from __future__ import annotations
+
+from dataclasses import replace
+
+import orjson
+
+from processors.attribution import DAY_MS
 from processors.config import PipelineConfig
-from processors.identity import Link, SignupSeen, StitchedTouch
-from processors.messages import ReleaseHeld, Source, Sourced, decode, encode
+from processors.identity import (
+    PERSON_ANONYMOUS_ID_CAP,
+    Claim,
+    ClaimedTouch,
+    IdentityConfig,
+    LinkRefused,
+    SignupSeen,
+)
+from processors.messages import Source, Sourced
 from processors.person import (
     Converted,
+    Corrected,
     DeadLetter,
-    HoldEnded,
-    HoldStarted,
-    LateTouch,
+    DuplicateBilling,
+    LateEvent,
+    MrrMovement,
     PersonState,
     Processed,
     ProfileChanged,
-    Replayed,
     step_person,
 )
-from processors.revenue import Credit
+from processors.reference import current_credits
+from processors.revenue import Credit, credit_record
 from processors.touch import Touch
-from processors.watermarks import ANY_TIME, END_OF_TIME, NO_WATERMARK, Watermark
-from schemas.events import Campaign, PageView, Payment, Refund, Signup, Traits
+from schemas.events import Payment, Refund, SubscriptionChange, Traits
 
 CONFIG = PipelineConfig()
-DAY = 86_400_000
+T0 = 1_000 * DAY_MS
+NOW = 2_000_000_000_000
+HOUR = 3_600_000
+SEARCH = Touch("t1", T0 - 3 * DAY_MS, "a1", "Organic Search", "google", "organic")
+EMAIL = Touch("t2", T0 - 2 * DAY_MS, "a1", "Email", "newsletter", "email", "promo")
+PAID = Touch("t3", T0 - 1 * DAY_MS, "a2", "Paid Search", "google", "cpc", "brand")
 
 
-def touch(event_id, ts, channel="Paid Search"):
-    return StitchedTouch("ada", Touch(event_id, ts, "dev-1", channel, "google", "cpc"), False)
+def claim(anon, linked_ts, *touches, logged_in=False):
+    return Claim("u1", anon, linked_ts, tuple(ClaimedTouch(t, logged_in) for t in touches))
 
 
-def signup(ts, size=250):
-    return SignupSeen("ada", "dev-1", ts, f"su-{ts}", Traits(company_size=size))
+def billing(event, offset=0):
+    return Sourced(event, Source("billing-v1", 0, offset, f'{{"event_id": "{event.event_id}"}}'))
 
 
-OFFSETS = itertools.count(100)
+def pay(event_id, amount=1000, ts=T0, currency="USD"):
+    return billing(Payment(event_id, ts, "u1", amount, currency))
 
 
-def billed(event, offset=None):
-    return Sourced(event, Source("billing-v1", 0, next(OFFSETS) if offset is None else offset,
-                                 "{}"))
+def signup(event_id, ts, **traits):
+    return SignupSeen("u1", "a1", ts, event_id, Traits(**traits))
 
 
-def payment(event_id, ts, amount=1000, offset=None):
-    return billed(Payment(event_id, ts, "ada", amount, "USD"), offset)
-
-
-def run(messages, state=None, watermark=ANY_TIME):
+def run(*batches, state=None, config=CONFIG, now=NOW):
     outputs = []
-    for message in messages:
-        state, out = step_person(state, message, person_id="ada", config=CONFIG,
-                                 watermark=watermark)
+    for batch in batches:
+        state, out = step_person(state, batch, person_id="u1", config=config, now_ms=now)
         outputs.extend(out)
     return state, outputs
 
 
-def credits(outputs, model="first_touch"):
-    return [o for o in outputs if isinstance(o, Credit) and o.model == model]
+def credits(outputs, model=None):
+    return [o for o in outputs if isinstance(o, Credit) and model in (None, o.model)]
 
 
-def test_a_payment_ahead_of_the_touch_watermark_waits_for_the_touches_that_precede_it():
-    state, outputs = run([payment("pay-1", 10 * DAY)], watermark=NO_WATERMARK)
-    assert outputs == [HoldStarted("ada", 10 * DAY)]
-    state, outputs = run([touch("t1", 1 * DAY), signup(2 * DAY)], state,
-                         watermark=Watermark(9 * DAY, END_OF_TIME))
-    assert state.held and not credits(outputs)
-    state, outputs = run([ReleaseHeld("ada", 10 * DAY, END_OF_TIME)], state)
-    assert HoldEnded("ada", 1, None) in outputs
-    [credit] = credits(outputs)
-    assert credit.acquisition_channel == "Paid Search"
-    assert not state.held
+def resolved(outputs):
+    """credit id -> current record; also checks every retract cancels an earlier assert."""
+    return current_credits(credit_record(c) for c in credits(outputs))
 
 
-def test_held_billing_goes_ahead_in_arrival_order_up_to_the_watermark():
-    state, _ = run([payment("pay-1", 3 * DAY), payment("pay-2", 5 * DAY),
-                    payment("pay-3", 4 * DAY)], watermark=NO_WATERMARK)
-    state, outputs = run([ReleaseHeld("ada", 4 * DAY, END_OF_TIME)], state)
-    assert [c.revenue_event_id for c in credits(outputs)] == ["pay-1"]
-    assert HoldEnded("ada", 1, 5 * DAY) in outputs
-    state, outputs = run([ReleaseHeld("ada", 5 * DAY, END_OF_TIME)], state)
-    assert [c.revenue_event_id for c in credits(outputs)] == ["pay-2", "pay-3"]
+def channels(outputs, model="first_touch"):
+    return {r["revenue_event_id"]: [line["channel"] for line in r["lines"]]
+            for r in resolved(outputs).values() if r["model"] == model}
 
 
-def test_a_watermark_older_than_the_billing_validation_is_not_trusted():
-    message = Sourced(Payment("pay-1", DAY, "ada", 10, "USD"),
-                      Source("billing-v1", 0, 0, "{}", validated_at_ms=5_000))
-    _, outputs = run([message], watermark=Watermark(END_OF_TIME, 4_999))
-    assert outputs == [HoldStarted("ada", DAY)]
-    _, outputs = run([message], watermark=Watermark(END_OF_TIME, 5_000))
-    assert credits(outputs)
+def test_a_payment_is_credited_at_once_and_once_per_model():
+    _, outputs = run([claim("a1", T0 - 5 * DAY_MS, SEARCH, EMAIL), pay("p1")])
+    assert [(c.model, c.op, c.revision) for c in credits(outputs)] == [
+        (m, "assert", 1) for m in CONFIG.attribution.models]
+    assert channels(outputs) == {"p1": ["Organic Search"]}
+    assert [o for o in outputs if isinstance(o, Processed)] == [Processed("billing-v1", T0)]
 
 
-def test_billing_behind_held_billing_waits_even_when_the_watermark_passed_it():
-    state, _ = run([payment("pay-1", 3 * DAY)], watermark=NO_WATERMARK)
-    state, outputs = run([payment("pay-2", 1 * DAY)], state,
-                         watermark=Watermark(2 * DAY, END_OF_TIME))
-    assert not credits(outputs) and len(state.held) == 2
+def test_a_touch_that_arrives_after_the_payment_it_precedes_corrects_the_credit():
+    state, first = run([pay("p1")])
+    assert channels(first) == {"p1": ["Unattributed"]}
+    _, late = run([claim("a1", T0 - 5 * DAY_MS, SEARCH)], state=state)
+    retract, assertion = credits(late, "first_touch")
+    assert (retract.op, retract.revision, retract.amount_minor) == ("retract", 1, -1000)
+    assert [c.line.channel for c in retract.lines] == ["Unattributed"]
+    assert (assertion.op, assertion.revision, assertion.cause) == ("assert", 2, "late_touch")
+    assert channels(first + late) == {"p1": ["Organic Search"]}
+    assert Corrected("first_touch", "late_touch") in late
+    assert LateEvent("corrected") in late
+    assert [o.sign for o in late if isinstance(o, Converted)] == [-1, 1]
 
 
-def test_a_touch_arriving_after_the_conversion_it_predates_is_late_and_changes_nothing():
-    state, _ = run([touch("t1", 1 * DAY), signup(2 * DAY), payment("pay-1", 3 * DAY)])
-    state, outputs = run([touch("t0", DAY // 2, channel="Email"), payment("pay-2", 4 * DAY)],
-                         state)
-    assert any(isinstance(o, LateTouch) for o in outputs)
-    assert credits(outputs)[0].lines[0].line.channel == "Paid Search"
+def test_the_journey_is_the_state_as_of_the_conversion():
+    linked_later = claim("a2", T0 + 5 * DAY_MS, PAID)  # touch before, link after the payment
+    _, outputs = run([claim("a1", T0 - 5 * DAY_MS, SEARCH)], [pay("p1")], [linked_later])
+    assert channels(outputs, "last_touch") == {"p1": ["Organic Search"]}
+    assert not [c for c in credits(outputs) if c.op == "retract"]
 
 
-def test_a_duplicate_payment_is_dead_lettered_and_credited_once():
-    state, first = run([signup(DAY), payment("pay-1", 2 * DAY)])
-    state, second = run([payment("pay-1", 2 * DAY)], state)
-    assert len(credits(first)) == 1 and not credits(second)
-    assert [o.reason for o in second if isinstance(o, DeadLetter)] == ["duplicate_event_id"]
-    assert not any(isinstance(o, Processed) for o in second)
+def test_a_logged_in_touch_counts_from_its_own_time():
+    _, outputs = run([pay("p1")], [claim("a2", None, PAID, logged_in=True)])
+    assert channels(outputs, "last_touch") == {"p1": ["Paid Search"]}
 
 
-def test_a_refund_of_an_unknown_payment_is_dead_lettered_with_its_source():
-    _, outputs = run([signup(DAY), billed(Refund("r-1", 2 * DAY, "ada", 10, "USD", "nope"), 7)])
-    [dead] = [o for o in outputs if isinstance(o, DeadLetter)]
-    assert dead.reason == "refund_unknown_payment" and dead.source.offset == 7
+def test_an_earlier_payment_arriving_later_becomes_the_conversion_and_corrects_all():
+    touches = claim("a1", T0 - 5 * DAY_MS, SEARCH, EMAIL, replace(PAID, anonymous_id="a1"))
+    state, first = run([touches, pay("p2", ts=T0)])
+    assert channels(first, "last_touch") == {"p2": ["Paid Search"]}
+    _, late = run([pay("p1", ts=T0 - 2 * DAY_MS + 1)], state=state)
+    assert channels(first + late, "last_touch") == {"p1": ["Email"], "p2": ["Email"]}
+    assert {c.cause for c in credits(late) if c.op == "assert" and c.revision == 2} == {
+        "earlier_payment"}
+    converted = [o for o in late if isinstance(o, Converted)]
+    assert [(c.sign, c.ts) for c in converted] == [(-1, T0), (1, T0 - 2 * DAY_MS + 1)]
 
 
-def test_the_profile_tells_segment_channel_and_lifetime_revenue():
-    _, outputs = run([touch("t1", DAY), signup(2 * DAY, size=5000), payment("pay-1", 3 * DAY)])
+def test_a_touch_that_moves_to_another_person_is_retracted_here():
+    state, first = run([claim("a1", T0 - 5 * DAY_MS, SEARCH, EMAIL), pay("p1")])
+    _, moved = run([claim("a1", T0 - 5 * DAY_MS, SEARCH)], state=state)
+    assert channels(first + moved, "last_touch") == {"p1": ["Organic Search"]}
+    assert {c.cause for c in credits(moved) if c.op == "assert"} == {"identity_move"}
+
+
+def test_the_segment_of_a_record_is_the_persons_as_of_the_revenue_event():
+    state, first = run([signup("s1", T0 - DAY_MS, company_size=50), pay("p1"),
+                        pay("p2", ts=T0 + 10 * DAY_MS)])
+    segments = {c.revenue_event_id: c.segment for c in credits(first, "linear")}
+    assert segments == {"p1": "SMB", "p2": "SMB"}
+    _, late = run([signup("s2", T0 + DAY_MS, company_size=5000)], state=state)
+    current = {r["revenue_event_id"]: r["segment"] for r in resolved(first + late).values()}
+    assert current == {"p1": "SMB", "p2": "Enterprise"}
+    assert {c.cause for c in credits(late) if c.op == "assert"} == {"late_signup"}
+
+
+def test_w_shaped_uses_the_first_signup_before_the_conversion():
+    touches = claim("a1", T0 - 5 * DAY_MS, SEARCH, EMAIL, replace(PAID, anonymous_id="a1"))
+    _, outputs = run([touches, signup("s1", T0 - 3 * DAY_MS), pay("p1")])
+    [record] = [r for r in resolved(outputs).values() if r["model"] == "w_shaped"]
+    assert [line["weight"] for line in record["lines"]] == [0.6, 0.1, 0.3]
+    _, after = run([touches, signup("s1", T0 + DAY_MS), pay("p1")])
+    [record] = [r for r in resolved(after).values() if r["model"] == "w_shaped"]
+    assert [line["weight"] for line in record["lines"]] == [0.6, 0.1, 0.3]
+    _, before = run([touches, signup("s1", T0 - DAY_MS - 1), pay("p1")])
+    [record] = [r for r in resolved(before).values() if r["model"] == "w_shaped"]
+    assert [round(line["weight"], 4) for line in record["lines"]] == [0.3333] * 3
+
+
+def test_beyond_the_horizon_credits_are_final_and_late_facts_only_counted():
+    state, first = run([pay("p1")])
+    horizon = CONFIG.restatement_horizon_ms
+    _, late = run([claim("a1", T0 - 5 * DAY_MS, SEARCH), pay("p2", ts=T0 + DAY_MS)],
+                  state=state, now=NOW + horizon + 1)
+    assert LateEvent("beyond_horizon") in late
+    assert not [c for c in credits(late) if c.op == "retract"]
+    assert channels(first + late) == {"p1": ["Unattributed"], "p2": ["Unattributed"]}
+    _, inside = run([claim("a1", T0 - 5 * DAY_MS, SEARCH)], state=state, now=NOW + horizon)
+    assert channels(first + inside) == {"p1": ["Organic Search"]}
+
+
+def test_a_copy_of_billing_is_counted_not_dead_lettered_and_credited_once():
+    _, outputs = run([pay("p1")], [pay("p1")], [pay("p1", amount=1000)])
+    assert [o for o in outputs if isinstance(o, DuplicateBilling)] == [
+        DuplicateBilling("billing-v1", True), DuplicateBilling("billing-v1", True)]
+    _, copies = run([pay("p1")], [billing(Payment("p1", T0, "u1", 1000, "USD"), offset=9)])
+    assert DuplicateBilling("billing-v1", False) in copies
+    assert len(credits(outputs)) == len(CONFIG.attribution.models)
+    assert not [o for o in outputs + copies if isinstance(o, DeadLetter)]
+
+
+def test_invalid_billing_is_dead_lettered_with_its_source():
+    bad_refund = billing(Refund("r1", T0, "u1", 100, "USD", "nope"), offset=4)
+    _, outputs = run([bad_refund, pay("p1", currency="XXX")])
+    letters = [o for o in outputs if isinstance(o, DeadLetter)]
+    assert [(d.reason, d.message_source.source.offset) for d in letters] == [
+        ("refund_unknown_payment", 4), ("unknown_currency", 0)]
+    assert not credits(outputs)
+
+
+def test_a_refund_is_split_like_its_payment_and_corrected_with_it():
+    refund = billing(Refund("r1", T0 + DAY_MS, "u1", 1000, "USD", "p1"))
+    state, first = run([pay("p1"), refund])
+    _, late = run([claim("a1", T0 - 5 * DAY_MS, SEARCH)], state=state)
+    current = resolved(first + late)
+    assert current["r1/first_touch"]["lines"][0]["channel"] == "Organic Search"
+    assert current["r1/first_touch"]["amount_minor"] == -1000
+    totals = {}
+    for c in credits(first + late):
+        totals[c.model] = totals.get(c.model, 0) + c.reporting_amount_minor
+    assert set(totals.values()) == {0}
+
+
+def test_devices_beyond_the_persons_cap_give_no_anonymous_touches():
+    config = replace(CONFIG, identity=IdentityConfig(max_anonymous_ids_per_person=1))
+    _, outputs = run([claim("a2", T0 - 9 * DAY_MS, PAID), claim("a1", T0 - 5 * DAY_MS, SEARCH),
+                      pay("p1")], config=config)
+    assert channels(outputs, "linear") == {"p1": ["Paid Search"]}
+    assert LinkRefused(PERSON_ANONYMOUS_ID_CAP, "a1") in outputs
+
+
+def test_a_late_subscription_change_corrects_the_movements_after_it():
+    def change(event_id, ts, mrr):
+        return billing(SubscriptionChange(event_id, ts, "u1", "sub", "pro", mrr, "USD"))
+
+    state, first = run([change("c2", T0 + 2 * DAY_MS, 3000)])
+    _, late = run([change("c1", T0 + DAY_MS, 1000)], state=state)
+    moves = [(m.event_id, m.kind, m.delta_reporting_minor, m.sign)
+             for m in first + late if isinstance(m, MrrMovement)]
+    assert moves == [("c2", "new", 3000, 1), ("c1", "new", 1000, 1),
+                     ("c2", "new", 3000, -1), ("c2", "expansion", 2000, 1)]
+
+
+def test_signups_are_counted_once_however_often_they_arrive():
+    state, outputs = run([signup("s1", T0, plan="team")], [signup("s1", T0, plan="team")])
     profile = [o for o in outputs if isinstance(o, ProfileChanged)][-1].record
-    assert profile["segment"] == "Enterprise"
-    assert profile["acquisition_channel"] == "Paid Search"
-    assert profile["lifetime_revenue_minor"] == 1000
-    assert profile["counts"]["touchpoints"] == 1
+    assert profile["counts"]["signups"] == 1 and profile["traits"]["plan"] == "team"
+    assert len([o for o in outputs if isinstance(o, ProfileChanged)]) == 1
 
 
-def test_person_state_survives_a_round_trip_through_its_stored_form():
-    state, _ = run([touch("t1", DAY), payment("pay-1", 3 * DAY)])
-    assert PersonState.from_dict(state.to_dict()) == state
+def test_the_profile_follows_corrections():
+    state, outputs = run([pay("p1", amount=4900)], [claim("a1", T0 - 5 * DAY_MS, SEARCH)])
+    profile = [o for o in outputs if isinstance(o, ProfileChanged)][-1].record
+    assert profile["acquisition_channel"] == "Organic Search"
+    assert profile["lifetime_revenue_minor"] == 4900
+    assert profile["anonymous_ids"] == ["a1"]
+    assert profile["conversion_ts"] == T0
 
 
-def test_every_internal_message_survives_encoding():
-    view = PageView("pv", 1, "dev-1", None, "https://x.test/", None, Campaign(source="news"))
-    for message in (touch("t1", 5), Link("ada", "dev-1", 3, "su", "signup"), signup(4),
-                    ReleaseHeld("ada", 7, END_OF_TIME), payment("pay-1", 9),
-                    Sourced(view, Source("page-views-v1", 1, 2, "{}")),
-                    Sourced(Signup("su", 1, "dev-1", "ada", Traits(plan="pro")),
-                            Source("signups-v1", 0, 0, "{}"))):
-        assert decode(encode(message)) == message
-
-
-def test_reading_the_same_billing_message_again_changes_nothing_and_is_no_dead_letter():
-    state, _ = run([signup(DAY), payment("pay-1", 2 * DAY, offset=1)])
-    again, outputs = run([payment("pay-1", 2 * DAY, offset=1)], state)
-    assert outputs == [Replayed("billing-v1")]
-    assert again == state
-
-
-def test_a_copy_from_another_message_is_a_duplicate():
-    state, _ = run([signup(DAY), payment("pay-1", 2 * DAY)])
-    _, outputs = run([billed(Payment("pay-1", 2 * DAY, "ada", 1000, "USD"), offset=9)], state)
-    assert [o.reason for o in outputs if isinstance(o, DeadLetter)] == ["duplicate_event_id"]
-
-
-def test_a_replay_of_held_billing_is_not_held_twice():
-    state, _ = run([payment("pay-1", 2 * DAY, offset=1)], watermark=NO_WATERMARK)
-    state, outputs = run([payment("pay-1", 2 * DAY, offset=1)], state, watermark=NO_WATERMARK)
-    assert outputs == [Replayed("billing-v1")] and len(state.held) == 1
-
-
-def test_the_first_payment_makes_a_new_customer_of_the_acquisition_channel():
-    _, outputs = run([touch("t1", DAY), signup(2 * DAY, size=5000), payment("pay-1", 3 * DAY),
-                      payment("pay-2", 4 * DAY)])
-    assert [o for o in outputs if isinstance(o, Converted)] == [
-        Converted("ada", 3 * DAY, "Paid Search", "Enterprise", DAY)]
+def test_the_state_survives_its_record():
+    state, _ = run([claim("a1", T0 - 5 * DAY_MS, SEARCH, EMAIL), signup("s1", T0, plan="x"),
+                    pay("p1"), billing(Refund("r1", T0 + 1, "u1", 10, "USD", "p1")),
+                    billing(SubscriptionChange("c1", T0, "u1", "s", "pro", 100, "EUR"))])
+    assert PersonState.from_dict(orjson.loads(orjson.dumps(state.to_dict()))) == state

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import string
 from dataclasses import fields, is_dataclass
@@ -200,6 +201,123 @@ def test_readme_reason_table_explains_every_reason_once() -> None:
     assert tuple(rows) == REASONS
 
 
+
+# credit/2: corrections as retract + assert pairs (the golden examples tell one story: a payment
+# credited, then corrected by a late touch, then partly refunded under the corrected weights).
+
+AMOUNT_FIELDS = ("amount_minor", "reporting_amount_minor")
+
+
+def credit_example(name: str) -> dict[str, Any]:
+    payload: dict[str, Any] = orjson.loads((SCHEMA_DIR / "examples" / f"credit.v2.{name}.json")
+                                           .read_bytes())
+    return payload
+
+
+def negated(record: dict[str, Any]) -> dict[str, Any]:
+    """The retract of an assert: the same record with op retract and every amount negated."""
+    lines = [{**line, **{f: -line[f] for f in AMOUNT_FIELDS}} for line in record["lines"]]
+    return {**record, "op": "retract", **{f: -record[f] for f in AMOUNT_FIELDS},
+            "lines": lines}
+
+
+def credit_v2_accepts(payload: dict[str, Any]) -> bool:
+    accepted = compiled_accepts("credit/2", payload)
+    assert accepted == reference_validator("credit/2").is_valid(payload)
+    return accepted
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in EXAMPLES if p.name.startswith("credit.")], ids=lambda p: p.name
+)
+def test_credit_examples_split_their_amounts_exactly_with_the_sign_of_their_side(
+    path: Path,
+) -> None:
+    record = orjson.loads(path.read_bytes())
+    assert record["credit_id"] == f"{record['revenue_event_id']}/{record['model']}"
+    for f in AMOUNT_FIELDS:
+        assert sum(line[f] for line in record["lines"]) == record[f]
+        assert all(line[f] * record[f] >= 0 for line in record["lines"])
+    assert math.isclose(sum(line["weight"] for line in record["lines"]), 1.0)
+
+
+def test_a_retract_repeats_its_assert_exactly_with_every_amount_negated() -> None:
+    first, retract = credit_example("payment_assert"), credit_example("payment_retract")
+    assert (first["op"], first["revision"], first["cause"]) == ("assert", 1, None)
+    assert retract == negated(first)
+
+
+def test_the_correction_follows_its_retract_and_the_sum_of_records_is_the_newest_assert() -> None:
+    first, retract = credit_example("payment_assert"), credit_example("payment_retract")
+    correction = credit_example("payment_correction_assert")
+    assert correction["credit_id"] == retract["credit_id"]
+    assert (correction["op"], correction["revision"]) == ("assert", retract["revision"] + 1)
+    assert correction["cause"] == "late_touch"
+    assert {f: correction[f] for f in AMOUNT_FIELDS} == {f: first[f] for f in AMOUNT_FIELDS}
+
+    def by_touch(*records: dict[str, Any]) -> dict[str | None, tuple[int, int]]:
+        totals: dict[str | None, tuple[int, int]] = {}
+        for record in records:
+            for line in record["lines"]:
+                amount, reporting = totals.get(line["touch_event_id"], (0, 0))
+                totals[line["touch_event_id"]] = (amount + line["amount_minor"],
+                                                  reporting + line["reporting_amount_minor"])
+        return {touch: total for touch, total in totals.items() if total != (0, 0)}
+
+    assert by_touch(first, retract, correction) == by_touch(correction)
+
+
+def test_the_refund_is_split_over_the_corrected_lines() -> None:
+    correction = credit_example("payment_correction_assert")
+    refund = credit_example("refund_assert")
+    assert (refund["kind"], refund["op"], refund["revision"], refund["cause"]) == (
+        "refund", "assert", 1, None)
+    assert refund["person_id"] == correction["person_id"]
+    assert refund["revenue_ts"] > correction["revenue_ts"]
+    assert refund["amount_minor"] < 0 and -refund["amount_minor"] <= correction["amount_minor"]
+    strip = ("amount_minor", "reporting_amount_minor")
+    assert [{k: v for k, v in line.items() if k not in strip} for line in refund["lines"]] == [
+        {k: v for k, v in line.items() if k not in strip} for line in correction["lines"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        pytest.param("payment_assert", {"cause": "late_touch"}, id="revision 1 with a cause"),
+        pytest.param("payment_correction_assert", {"cause": None}, id="revision 2 without cause"),
+        pytest.param("payment_correction_assert", {"cause": "late"}, id="unknown cause"),
+        pytest.param("payment_assert", {"revision": 0}, id="revision 0"),
+        pytest.param("payment_assert", {"op": "upsert"}, id="unknown op"),
+        pytest.param("payment_assert", {"op": "retract"}, id="payment retract, positive amounts"),
+        pytest.param("payment_retract", {"op": "assert"}, id="payment assert, negative amounts"),
+        pytest.param("refund_assert", {"op": "retract"}, id="refund retract, negative amounts"),
+        pytest.param("payment_assert", {"amount_minor": 10**15 + 1}, id="amount above 10^15"),
+        pytest.param("refund_assert", {"reporting_amount_minor": -(10**15) - 1},
+                     id="amount below -10^15"),
+        pytest.param("payment_assert", {"schema": "credit/1"}, id="the previous version"),
+    ],
+)
+def test_credit_v2_rejects_records_that_break_the_correction_rules(
+    name: str, change: dict[str, Any]
+) -> None:
+    assert credit_v2_accepts(credit_example(name))
+    assert not credit_v2_accepts({**credit_example(name), **change})
+
+
+def test_credit_v2_requires_op_revision_and_cause() -> None:
+    for field_name in ("op", "revision", "cause"):
+        record = credit_example("payment_assert")
+        del record[field_name]
+        assert not credit_v2_accepts(record), field_name
+
+
+def test_a_retract_of_a_refund_is_a_valid_credit_side_record() -> None:
+    refund = credit_example("refund_assert")
+    assert credit_v2_accepts(negated(refund))
+    correction = credit_example("payment_correction_assert")
+    assert credit_v2_accepts(negated(correction))
+
+
 # Near-valid payloads: a valid event, then a few fields deleted or replaced by arbitrary JSON.
 
 NOT_JUNK_IDS = st.from_regex(r"[a-z0-9-]{0,12}", fullmatch=True).map(lambda s: "id-" + s)
@@ -360,8 +478,10 @@ def test_a_payload_becomes_an_event_exactly_when_the_schema_accepts_it(
     raw = json.dumps(payload).encode()
     parsed = orjson.loads(raw)
     needs_user = topic_kind != "page_view"
-    expect_event = compiled_accepts(INPUT_SCHEMAS[topic_kind], parsed) and not (
-        needs_user and is_junk_id(parsed["user_id"])
+    expect_event = (
+        compiled_accepts(INPUT_SCHEMAS[topic_kind], parsed)
+        and not (needs_user and is_junk_id(parsed["user_id"]))
+        and not has_integer_written_as_float(topic_kind, payload)
     )
     result = decode(raw, topic_kind, now_ms=NOW_MS, config=ONLY_SCHEMA_RULES)
     assert isinstance(result, Rejection) is not expect_event, result
@@ -369,6 +489,21 @@ def test_a_payload_becomes_an_event_exactly_when_the_schema_accepts_it(
         assert result.reason in REASONS
     else:
         assert_fields_have_their_annotated_types(result)
+
+
+def has_integer_written_as_float(topic_kind: str, payload: dict[str, Any]) -> bool:
+    """`29.0` passes JSON Schema's `integer` but not the wire contract (DESIGN.md §10); the
+    payload is the generated one, before `json.dumps` writes its floats with a fraction."""
+    values = [payload.get("ts")]
+    if topic_kind == "billing":
+        kind = payload.get("kind")
+        if kind in ("payment", "refund", "subscription_change"):
+            values.append(payload.get("mrr_minor" if kind == "subscription_change"
+                                      else "amount_minor"))
+    traits = payload.get("traits") if topic_kind == "signup" else None
+    if isinstance(traits, dict):
+        values.append(traits.get("company_size"))
+    return any(isinstance(value, float) for value in values)
 
 
 def assert_fields_have_their_annotated_types(record: Any) -> None:

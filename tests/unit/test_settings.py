@@ -32,3 +32,9 @@ def test_settings_are_immutable():
 def test_settings_survive_a_round_trip_through_the_environment(tmp_path):
     settings = Settings(partitions=2, app_id="x", data_dir=tmp_path, api_token="t")
     assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_credits_default_to_the_topic_that_carries_corrections():
+    topics = Settings().topics
+    assert topics.credits == "attribution-credits-v2"
+    assert (topics.profiles, topics.dead_letters) == ("profiles-v1", "dead-letters-v1")

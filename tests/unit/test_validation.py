@@ -86,6 +86,12 @@ DECODE_REASON_CASES = [
     ),
     ("wrong_type", "page_view", orjson.dumps(PAGE_VIEW | {"ts": 1743465600000.5}), ["'ts'"]),
     (
+        "wrong_type",
+        "billing",
+        orjson.dumps(PAYMENT | {"amount_minor": 4900.0}),
+        ["'amount_minor'", "fraction or exponent", "got 4900.0", "major units"],
+    ),
+    (
         "invalid_value",
         "billing",
         orjson.dumps(PAYMENT | {"currency": "usd"}),
@@ -138,6 +144,12 @@ DECODE_REASON_CASES = [
         "billing",
         orjson.dumps(PAYMENT | {"currency": "XTS"}),
         ["XTS", "currency table"],
+    ),
+    (
+        "unknown_currency",
+        "billing",
+        orjson.dumps(PAYMENT | {"currency": ""}),
+        ["currency is empty", "ISO 4217"],
     ),
     (
         "timestamp_too_old",
@@ -246,10 +258,167 @@ def test_unknown_fields_are_ignored() -> None:
     )
 
 
-def test_integral_numbers_written_with_a_fraction_are_integers() -> None:
-    event = decode_payload(PAYMENT | {"amount_minor": 4900.0, "ts": 1.7411616e12}, "billing")
-    assert (event.amount_minor, event.ts) == (4900, 1_741_161_600_000)
+def with_number(payload: dict[str, Any], path: tuple[str, ...], text: str) -> bytes:
+    """`payload` with the number at `path` spelled exactly `text`, as a producer might."""
+    marker = "\u0001number\u0001"
+    changed = json.loads(json.dumps(payload))
+    node = changed
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = marker
+    return orjson.dumps(changed).replace(orjson.dumps(marker), text.encode())
+
+
+SUBSCRIPTION_CHANGE = golden("billing.v1.subscription_change")
+INTEGER_FIELDS = [
+    # (topic kind, valid payload, path of an integer field, its valid value)
+    ("page_view", PAGE_VIEW, ("ts",), NOW_MS),
+    ("signup", SIGNUP, ("ts",), NOW_MS),
+    ("billing", PAYMENT, ("ts",), NOW_MS),
+    ("billing", PAYMENT, ("amount_minor",), 4900),
+    ("billing", golden("billing.v1.refund"), ("amount_minor",), 1200),
+    ("billing", SUBSCRIPTION_CHANGE, ("mrr_minor",), 9900),
+    ("signup", SIGNUP, ("traits", "company_size"), 250),
+]
+NON_INTEGER_SPELLINGS = ["{n}.0", "{n}.000", "{n}e0", "{n}E+0", "{n}0e-1", "{m}.{last}e1"]
+
+
+@pytest.mark.parametrize(
+    ("topic_kind", "payload", "path", "value"),
+    INTEGER_FIELDS,
+    ids=[f"{case[0]}-{'.'.join(case[2])}-{case[3]}" for case in INTEGER_FIELDS],
+)
+@pytest.mark.parametrize("spelling", NON_INTEGER_SPELLINGS)
+def test_integers_written_with_a_fraction_or_exponent_are_wrong_type(
+    topic_kind: str, payload: dict[str, Any], path: tuple[str, ...], value: int, spelling: str
+) -> None:
+    text = spelling.format(n=value, m=str(value)[:-1] or "0", last=str(value)[-1])
+    result = decode(with_number(payload, path, text), topic_kind, now_ms=NOW_MS, config=CONFIG)
+    assert isinstance(result, Rejection), text
+    assert result.reason == "wrong_type"
+    assert f"'{'.'.join(path)}' must be an integer written without a fraction" in result.message
+    plain = decode(with_number(payload, path, str(value)), topic_kind, now_ms=NOW_MS, config=CONFIG)
+    assert not isinstance(plain, Rejection), plain
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "reason"),
+    [
+        ("amount_minor", "0.0", "wrong_type"),  # mistyped before it is non-positive
+        ("amount_minor", "-5.0", "wrong_type"),
+        ("amount_minor", "1e22", "wrong_type"),  # mistyped before it is too large
+        ("amount_minor", "10000000000000000000000", "invalid_value"),  # an integer, too large
+        ("amount_minor", "-10000000000000000000000", "non_positive_amount"),
+        ("ts", "1e22", "wrong_type"),
+        ("ts", "10000000000000000000000", "timestamp_in_future"),
+        ("ts", "-10000000000000000000000", "timestamp_too_old"),
+    ],
+)
+def test_integers_beyond_64_bits_fail_their_range_and_exponents_their_type(
+    field: str, text: str, reason: str
+) -> None:
+    """orjson reads both as floats; only the spelling tells a mistyped number from a big one."""
+    result = decode(with_number(PAYMENT, (field,), text), "billing", now_ms=NOW_MS, config=CONFIG)
+    assert result.reason == reason
+
+
+def test_a_negative_zero_integer_is_a_json_integer() -> None:
+    event = decode(
+        with_number(SUBSCRIPTION_CHANGE, ("mrr_minor",), "-0"),
+        "billing",
+        now_ms=NOW_MS,
+        config=CONFIG,
+    )
+    assert event.mrr_minor == 0 and type(event.mrr_minor) is int
+    minus_zero = with_number(SUBSCRIPTION_CHANGE, ("mrr_minor",), "-0.0")
+    assert decode(minus_zero, "billing", now_ms=NOW_MS, config=CONFIG).reason == "wrong_type"
+
+
+def test_a_float_in_an_unknown_or_other_kinds_field_is_ignored() -> None:
+    """Only the fields the schema types as integers are held to it: extra fields stay free."""
+    assert isinstance(
+        decode_payload(PAYMENT | {"mrr_minor": 2.5, "score": 1.0}, "billing"), Payment
+    )
+    change = SUBSCRIPTION_CHANGE | {"amount_minor": 49.5}
+    assert isinstance(decode_payload(change, "billing"), SubscriptionChange)
+    assert isinstance(decode_payload(PAGE_VIEW | {"amount_minor": 1.0}, "page_view"), PageView)
+
+
+def test_decoded_integer_fields_are_ints() -> None:
+    event = decode_payload(PAYMENT | {"ts": NOW_MS}, "billing")
     assert type(event.amount_minor) is int and type(event.ts) is int
+    assert type(decode_payload(SIGNUP, "signup").traits.company_size) is int
+
+
+@pytest.mark.parametrize(
+    "path",
+    [("ts",), ("amount_minor",), ("mrr_minor",), ("traits", "properties", "company_size")],
+    ids=lambda path: path[-1],
+)
+def test_schema_descriptions_say_integers_are_json_integers(path: tuple[str, ...]) -> None:
+    node = load_schema("common/1")["$defs"]
+    for key in path:
+        node = node[key]
+    assert "fraction or exponent" in node["description"]
+    assert "stricter than JSON Schema's integer" in node["description"]
+
+
+# Empty currency: `unknown_currency`, found at the currency step of the documented order.
+
+
+@pytest.mark.parametrize(
+    "payload", [PAYMENT, golden("billing.v1.refund"), SUBSCRIPTION_CHANGE], ids=lambda p: p["kind"]
+)
+def test_an_empty_currency_is_unknown_currency_on_every_billing_kind(
+    payload: dict[str, Any],
+) -> None:
+    assert decode_payload(payload | {"currency": ""}, "billing").reason == "unknown_currency"
+
+
+def test_an_empty_currency_is_unknown_even_when_the_table_has_the_stand_in_code() -> None:
+    config = ValidationConfig(known_currencies=frozenset({"USD", "XXX", ""}))
+    assert decode_payload(PAYMENT | {"currency": ""}, "billing", config).reason == (
+        "unknown_currency"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"currency": "", "amount_minor": 0}, "non_positive_amount"),  # the schema step first
+        ({"currency": "", "ts": NOW_MS // 1000}, "timestamp_too_old"),  # then the time range
+        ({"currency": "", "user_id": "undefined"}, "unknown_currency"),  # then currency, user id
+        ({"currency": "XTS", "user_id": "undefined"}, "unknown_currency"),
+        ({"currency": " ", "ts": NOW_MS // 1000}, "invalid_value"),  # badly formed, not empty
+        ({"currency": "usd"}, "invalid_value"),
+        ({"amount_minor": 4900.0, "currency": "usd"}, "wrong_type"),  # integers first
+        ({"amount_minor": 4900.0, "ts": NOW_MS // 1000}, "wrong_type"),
+    ],
+)
+def test_the_documented_order_of_checks_holds(changes: dict[str, Any], reason: str) -> None:
+    """schemas/README.md: integers, the schema, then time range, currency and user id."""
+    assert decode_payload(PAYMENT | changes, "billing").reason == reason
+
+
+DESIGN_JUNK_IDS = [
+    "",
+    "0",
+    "-1",
+    "null",
+    "undefined",
+    "anonymous",
+    "00000000-0000-0000-0000-000000000000",
+    "0000",
+    " NULL ",
+    "Undefined",
+]
+"""DESIGN.md §3: the identifiers that never link anything, in a few spellings."""
+
+
+@pytest.mark.parametrize("junk", DESIGN_JUNK_IDS)
+def test_every_junk_id_of_the_design_is_refused_as_a_user_id(junk: str) -> None:
+    assert decode_payload(SIGNUP | {"user_id": junk}, "signup").reason == "junk_user_id"
+    assert decode_payload(PAYMENT | {"user_id": junk}, "billing").reason == "junk_user_id"
 
 
 def test_page_view_with_a_junk_user_id_is_still_a_page_view() -> None:

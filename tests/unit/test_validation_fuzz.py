@@ -111,17 +111,21 @@ def test_deep_nesting_never_raises(depth: int, field: str) -> None:
         ("amount_minor", b"1" + b"0" * 30, "invalid_value"),
         ("amount_minor", b"18446744073709551616", "invalid_value"),
         ("amount_minor", b"-" + b"9" * 40, "non_positive_amount"),
-        ("amount_minor", b"1e308", "invalid_value"),
+        ("amount_minor", b"1e308", "wrong_type"),
         ("amount_minor", b"1e400", "not_json"),
         ("amount_minor", b"NaN", "not_json"),
         ("amount_minor", b"Infinity", "not_json"),
-        ("amount_minor", b"1e-400", "non_positive_amount"),
+        ("amount_minor", b"1e-400", "wrong_type"),
+        ("amount_minor", b"100.0", "wrong_type"),
+        ("amount_minor", b"1" + b"0" * 30 + b".0", "wrong_type"),
         ("ts", b"9" * 300, "timestamp_in_future"),
         ("ts", b"-" + b"9" * 300, "timestamp_too_old"),
+        ("ts", b"9" * 300 + b".0", "wrong_type"),
         ("ts", b"1.5e-3", "wrong_type"),
+        ("ts", str(NOW_MS).encode() + b".0", "wrong_type"),
     ],
 )
-def test_huge_and_special_numbers_are_refused_by_range_or_as_not_json(
+def test_huge_and_special_numbers_are_refused_by_type_range_or_as_not_json(
     field: str, number: bytes, reason: str
 ) -> None:
     raw = with_raw_value("billing", field, number)
@@ -145,6 +149,104 @@ ANY_JSON = st.recursive(
 def test_any_json_value_in_any_field_never_raises(topic_kind: str, field: str, value: Any) -> None:
     raw = orjson.dumps(VALID[topic_kind] | {field: value})
     assert_total([decode(raw, topic_kind, now_ms=NOW_MS, config=CONFIG)])
+
+
+MAX_AGE_MS, MAX_FUTURE_MS = CONFIG.max_age_ms, CONFIG.max_future_ms
+INTEGER_FIELDS = [
+    # (topic kind, payload, path of a field that must be a JSON integer, its valid range)
+    ("page_view", VALID["page_view"], ("ts",), (NOW_MS - MAX_AGE_MS, NOW_MS + MAX_FUTURE_MS)),
+    ("billing", VALID["billing"], ("amount_minor",), (1, 10**15)),
+    (
+        "billing",
+        VALID["billing"] | {"kind": "refund", "refund_of": "pay-0"},
+        ("amount_minor",),
+        (1, 10**15),
+    ),
+    (
+        "billing",
+        {k: v for k, v in VALID["billing"].items() if k != "amount_minor"}
+        | {"kind": "subscription_change", "subscription_id": "s-1", "plan": "pro", "mrr_minor": 0},
+        ("mrr_minor",),
+        (0, 10**15),
+    ),
+    ("signup", VALID["signup"], ("traits", "company_size"), (0, 10**8)),
+]
+
+
+def with_number_at(payload: dict[str, Any], path: tuple[str, ...], text: bytes) -> bytes:
+    """`payload` with the number at `path` spelled exactly `text`."""
+    marker = "\u0001number\u0001"
+    changed = orjson.loads(orjson.dumps(payload))
+    node = changed
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = marker
+    return orjson.dumps(changed).replace(orjson.dumps(marker), text)
+
+
+@st.composite
+def non_integer_spellings(draw: st.DrawFn, n: int) -> bytes:
+    """`n` ≥ 0 written exactly but with a fraction or exponent: `4900.00`, `49.00e2`, `49000e-1`."""
+    digits = str(n)
+    point = draw(st.integers(1, len(digits)))
+    zeros = "0" * draw(st.integers(0, 3))
+    exponent = draw(st.sampled_from(["e", "E", "e+", "E+"])) + str(len(digits) - point)
+    shifted = f"{digits}{zeros}e-{len(zeros)}" if n else f"0e{len(zeros)}"
+    spelling = draw(
+        st.sampled_from(
+            [
+                f"{digits}.0{zeros}",
+                f"{digits[:point]}.{digits[point:] + zeros or '0'}{exponent}",
+                shifted,
+            ]
+        )
+    )
+    return spelling.encode()
+
+
+@st.composite
+def integer_field_cases(draw: st.DrawFn) -> tuple[str, dict[str, Any], tuple[str, ...], int]:
+    topic_kind, payload, path, (low, high) = draw(st.sampled_from(INTEGER_FIELDS))
+    return topic_kind, payload, path, draw(st.integers(low, high))
+
+
+@FUZZ
+@given(integer_field_cases(), st.data())
+def test_an_integer_field_is_accepted_exactly_when_written_as_a_json_integer(
+    case: tuple[str, dict[str, Any], tuple[str, ...], int], data: st.DataObject
+) -> None:
+    topic_kind, payload, path, n = case
+    plain = decode(
+        with_number_at(payload, path, str(n).encode()), topic_kind, now_ms=NOW_MS, config=CONFIG
+    )
+    assert isinstance(plain, EVENT_TYPES), plain
+    spelled = data.draw(non_integer_spellings(n))
+    result = decode(
+        with_number_at(payload, path, spelled), topic_kind, now_ms=NOW_MS, config=CONFIG
+    )
+    assert isinstance(result, Rejection), spelled
+    assert result.reason == "wrong_type", (spelled, result)
+
+
+@FUZZ
+@given(
+    st.sampled_from(INTEGER_FIELDS),
+    st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**40), 10**40),
+)
+def test_no_number_but_a_json_integer_in_range_reaches_an_event(
+    field: tuple[str, dict[str, Any], tuple[str, ...], tuple[int, int]], number: float | int
+) -> None:
+    topic_kind, payload, path, (low, high) = field
+    raw = with_number_at(
+        payload, path, orjson.dumps(number) if abs(number) < 2**63 else str(number).encode()
+    )
+    result = decode(raw, topic_kind, now_ms=NOW_MS, config=CONFIG)
+    accepted = type(number) is int and low <= number <= high
+    assert isinstance(result, EVENT_TYPES) is accepted, (number, result)
+    if isinstance(number, float):
+        assert result.reason == "wrong_type"
+    elif not accepted:
+        assert result.reason != "wrong_type"
 
 
 @FUZZ
