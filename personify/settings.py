@@ -25,8 +25,8 @@ class Topics:
     """`credit/2` records, corrections included (`-v1` carried `credit/1`, without them)."""
     profiles: str = "profiles-v1"
     dead_letters: str = "dead-letters-v1"
-    device_events: str = "personify-device-events-v1"
-    person_events: str = "personify-person-events-v1"
+    device_events: str = "personify-device-events-v2"
+    person_events: str = "personify-person-events-v2"
 
     def inputs(self) -> tuple[str, str, str]:
         return (self.page_views, self.signups, self.billing)

@@ -8,7 +8,7 @@ double, by definition, and is made exact from there.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -110,19 +110,6 @@ class CreditLine:
 
 UNATTRIBUTED_LINE = CreditLine(None, None, UNATTRIBUTED, None, None, None, Fraction(1))
 """The only line of a person who converted with an empty journey, under every model."""
-
-
-def acquisition_journey(
-    touches: Iterable[Touch], conversion_ts: int, lookback_ms: int
-) -> tuple[Touch, ...]:
-    """Touches with `conversion − lookback ≤ ts ≤ conversion`, by time then event id.
-
-    Later touches never count, whenever they arrive; the event-id tie-break makes the order
-    independent of arrival order.
-    """
-    start = conversion_ts - lookback_ms
-    in_window = (touch for touch in touches if start <= touch.ts <= conversion_ts)
-    return tuple(sorted(in_window, key=lambda touch: (touch.ts, touch.event_id)))
 
 
 def model_weights(

@@ -71,7 +71,7 @@ class Basis:
     first_touch_ts: int | None
     """Time of the journey's first touch; None when Unattributed."""
     key: tuple[Any, ...]
-    """What the lines were computed from: equal keys give equal lines."""
+    """What the lines were computed from, the rules included: equal keys give equal lines."""
 
     def to_dict(self) -> dict[str, Any]:
         """Weights are exact fractions as text (`"3/10"`): a time-decay weight's numerator and
@@ -142,7 +142,8 @@ def make_basis(conversion: Payment, journey: tuple[Touch, ...], signup_ts: int |
                config: AttributionConfig, previous: Basis | None = None) -> Basis:
     """The basis of a conversion; `previous` is reused when computed from the same inputs."""
     key = (conversion.event_id, conversion.ts, tuple(t.event_id for t in journey),
-           signup_milestone(journey, signup_ts))
+           signup_milestone(journey, signup_ts), tuple(config.models), config.half_life_ms,
+           tuple(str(w) for w in (*config.position_based_weights, *config.w_shaped_weights)))
     if previous is not None and previous.key == key:
         return previous
     first = journey[0] if journey else None

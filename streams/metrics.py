@@ -21,10 +21,6 @@ class Metrics:
     touches_stitched: Counter
     credits_emitted: Counter
     credit_corrections: Counter
-    revenue_held: Counter
-    revenue_released: Counter
-    watermark_stalls: Counter
-    late_touches: Counter
     late_events: Counter
     replayed: Counter
     duplicate_events: Counter
@@ -93,27 +89,13 @@ def create_metrics() -> Metrics:
             "personify_touches_stitched_total", "Touchpoints assigned to a person.",
             registry=registry),
         credits_emitted=Counter(
-            "personify_credits_emitted_total", "Credit records produced, by model and kind.",
+            "personify_credits_emitted_total",
+            "Revenue events credited (first asserts), by model and kind.",
             ["model", "kind"], registry=registry),
         credit_corrections=Counter(
             "personify_credit_corrections_total",
             "Credits restated (a retract and the next revision's assert), by model and cause.",
             ["model", "cause"], registry=registry),
-        revenue_held=Counter(
-            "personify_revenue_events_held_total",
-            "Revenue events that waited for the touch watermark (they overtook touches).",
-            registry=registry),
-        revenue_released=Counter(
-            "personify_revenue_events_released_total",
-            "Held revenue events that went ahead.", registry=registry),
-        watermark_stalls=Counter(
-            "personify_watermark_stalls_total",
-            "Times a stalled touch watermark let waiting revenue go ahead without it.",
-            registry=registry),
-        late_touches=Counter(
-            "personify_late_touches_total",
-            "Touches that reached a person after the conversion they predate (not credited).",
-            registry=registry),
         late_events=Counter(
             "personify_late_events_total",
             "Events that arrived after a credit they change: corrected, or beyond the "

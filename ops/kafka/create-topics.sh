@@ -7,7 +7,7 @@ create() {
     --partitions "$PARTITIONS" --replication-factor 1 "${@:2}"
 }
 for t in page-views-v1 signups-v1 billing-v1 attribution-credits-v2 dead-letters-v1 \
-         personify-device-events-v1 personify-person-events-v1; do
+         personify-device-events-v2 personify-person-events-v2; do
   create "$t" --config retention.ms=-1
 done
 create profiles-v1 --config cleanup.policy=compact

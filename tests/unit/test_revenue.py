@@ -790,3 +790,19 @@ def test_invariant_2_credited_total_is_payments_minus_refunds(rows, events):
             extra = Refund("r-extra", payments[of].ts, PERSON, 1, payments[of].currency, of)
             rejection = refund_rejection(payments, total, extra)
             assert rejection is not None and rejection.reason == "refund_exceeds_payment"
+
+
+def test_a_basis_is_computed_anew_when_the_rules_change():
+    journey = (Touch("t1", 0, "a", "Email", "newsletter", "email"),
+               Touch("t2", DAY_MS, "a", "Direct", "(direct)", "(none)"))
+    conversion = Payment("p1", 2 * DAY_MS, "u1", 100, "USD")
+    linear = make_basis(conversion, journey, None, AttributionConfig(models=("linear",)))
+    both = make_basis(conversion, journey, None,
+                      AttributionConfig(models=("linear", "last_touch")), previous=linear)
+    assert set(both.lines) == {"linear", "last_touch"}
+    slower = make_basis(conversion, journey, None,
+                        AttributionConfig(models=("time_decay",), half_life_ms=DAY_MS))
+    faster = make_basis(conversion, journey, None,
+                        AttributionConfig(models=("time_decay",), half_life_ms=2 * DAY_MS),
+                        previous=slower)
+    assert faster.lines != slower.lines
