@@ -33,9 +33,8 @@ LIVE_PRODUCER = {**PRODUCER_DEFAULTS, "linger.ms": 5}
 """The SDK's producer settings with a shorter linger, as a latency-minded producer would use."""
 START_DELAY_S = 0.5
 REPORT_EVERY_S = 10.0
-IDLE_INTERNAL_LAG = 500
-"""Uncommitted internal records of an idle worker: its watermarks (4 device and 16 person
-records every 0.2 s), committed every 2.8 s."""
+IDLE_INTERNAL_LAG = 0
+"""Uncommitted internal records of an idle worker: none (it sends nothing while idle)."""
 
 
 def percentile(sorted_values: list[float], share: float) -> float:
@@ -47,7 +46,8 @@ def percentile(sorted_values: list[float], share: float) -> float:
 
 class CreditClock:
     """Reads the credits topic from its current end in a thread; notes when each revenue
-    event's credit set is complete (wall clock, seconds)."""
+    event's first credit set is complete (wall clock, seconds: payment → first credit) and
+    counts the corrections that follow."""
 
     def __init__(self, settings: Settings, group: str) -> None:
         self._consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
@@ -60,6 +60,7 @@ class CreditClock:
                 TopicPartition(topic, p), timeout=10)[1])
             for p in partitions])
         self._counts: dict[str, int] = {}
+        self.corrections = 0
         self._completed_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -72,7 +73,13 @@ class CreditClock:
             message = self._consumer.poll(0.05)
             arrived = time.time()
             if message is not None and not message.error():
-                event_id = orjson.loads(message.value())["revenue_event_id"]
+                record = orjson.loads(message.value())
+                if record["revision"] > 1:
+                    self.corrections += record["op"] == "assert"
+                    continue
+                if record["op"] != "assert":
+                    continue
+                event_id = record["revenue_event_id"]
                 self._counts[event_id] = count = self._counts.get(event_id, 0) + 1
                 if count == len(MODELS):
                     with self._lock:
@@ -98,6 +105,9 @@ class RateLatency:
     """Revenue events scheduled after the warm-up (each one latency)."""
     incomplete: int
     """Measured revenue events whose credits did not all arrive before the drain timeout."""
+    corrections_per_1000: float
+    """Credits corrected after their first assert, per 1,000 credit sets (revenue events ×
+    models): the rarer, the less often the stages overtook each other."""
     p50_ms: float
     p99_ms: float
     p999_ms: float
@@ -187,9 +197,9 @@ def measure_rate(settings: Settings, events: list[LiveEvent], *, share: float, r
         scheduled = {event.revenue_event_id: t0 + index / rate
                      for index, event in enumerate(events) if event.revenue_event_id}
         completed_at = await_credits(clock, set(scheduled), drain_timeout_s)
+        await_idle(settings, drain_timeout_s)  # the next rate starts on a worker with no backlog
     finally:
         clock.close()
-    await_idle(settings, drain_timeout_s)  # the next rate starts on a worker with no backlog
     measured = {event_id: at for event_id, at in scheduled.items() if at >= t0 + warmup_s}
     latencies = sorted(1000 * (completed_at[event_id] - at)
                        for event_id, at in measured.items() if event_id in completed_at)
@@ -197,6 +207,7 @@ def measure_rate(settings: Settings, events: list[LiveEvent], *, share: float, r
         share_of_sustained=share, offered_events_per_s=rate, seconds=len(events) / rate,
         events_sent=len(events), samples=len(latencies),
         incomplete=len(measured) - len(latencies),
+        corrections_per_1000=1000 * clock.corrections / max(1, len(scheduled) * len(MODELS)),
         p50_ms=percentile(latencies, 0.50) if latencies else math.nan,
         p99_ms=percentile(latencies, 0.99) if latencies else math.nan,
         p999_ms=percentile(latencies, 0.999) if latencies else math.nan,
@@ -204,7 +215,8 @@ def measure_rate(settings: Settings, events: list[LiveEvent], *, share: float, r
         producer_behind_max_ms=1000 * behind)
     say(f"  {share:.0%} ({rate:,.0f} events/s): p50 {result.p50_ms:,.0f} ms, p99 "
         f"{result.p99_ms:,.0f} ms, p99.9 {result.p999_ms:,.0f} ms over {result.samples} "
-        f"revenue events ({result.incomplete} incomplete)")
+        f"revenue events ({result.incomplete} incomplete), "
+        f"{result.corrections_per_1000:.1f} corrections per 1,000 credit sets")
     return result
 
 

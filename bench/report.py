@@ -100,7 +100,8 @@ class Results:
                "events/s)",
                f"p50 {lat.p50_ms:,.0f} ms · p99 {lat.p99_ms:,.0f} ms · p99.9 "
                f"{lat.p999_ms:,.0f} ms (n={lat.samples}"
-               + (f", {lat.incomplete} incomplete" if lat.incomplete else "") + ")")
+               + (f", {lat.incomplete} incomplete" if lat.incomplete else "")
+               + f") · {lat.corrections_per_1000:.1f} corrections per 1,000 credit sets")
               for lat in self.latency),
             ("ceiling: Python consume → produce", f"{c.python_loop.events_per_s:,.0f} events/s "
                                                   f"(Personify {ratios['of_python_loop']:.1%})"),

@@ -240,9 +240,11 @@ def step_person(
     devices, signups, billing = dict(state.devices), dict(state.signups), dict(state.billing)
     outputs: list[PersonOutput] = []
     causes: set[CorrectionCause] = set()
+    claimed: set[str] = set()
     changed = False
     for message in messages:
         if isinstance(message, Claim):
+            claimed.add(message.anonymous_id)
             before = devices.get(message.anonymous_id)
             if before == message or (before is None and not message.touches
                                      and message.linked_ts is None):
@@ -265,7 +267,7 @@ def step_person(
     if not changed:
         return state, outputs
     state = replace(state, devices=devices, signups=signups, billing=billing)
-    return _emit(state, causes, outputs, config, now_ms)
+    return _emit(state, causes, claimed, outputs, config, now_ms)
 
 
 def _claim_cause(before: Claim | None, after: Claim) -> CorrectionCause:
@@ -361,8 +363,9 @@ def traits_as_of(signups: Iterable[SignupSeen], ts: int | None = None) -> Traits
     return Traits(**merged)
 
 
-def _emit(state: PersonState, causes: set[CorrectionCause], outputs: list[PersonOutput],
-          config: PipelineConfig, now_ms: int) -> tuple[PersonState, list[PersonOutput]]:
+def _emit(state: PersonState, causes: set[CorrectionCause], claimed: set[str],
+          outputs: list[PersonOutput], config: PipelineConfig,
+          now_ms: int) -> tuple[PersonState, list[PersonOutput]]:
     facts = person_facts(state, config)
     attribution = config.attribution
     cause = next((c for c in CORRECTION_CAUSES if c in causes), "late_touch")
@@ -436,7 +439,7 @@ def _emit(state: PersonState, causes: set[CorrectionCause], outputs: list[Person
     state = replace(state, basis=basis, emitted=emitted, first_credited_ms=first_credited,
                     converted=converted, movements=movements)
     outputs.extend(LinkRefused(PERSON_ANONYMOUS_ID_CAP, anonymous_id)
-                   for anonymous_id in facts.refused_devices)
+                   for anonymous_id in facts.refused_devices if anonymous_id in claimed)
     outputs.append(ProfileChanged(profile_record(state, facts, config)))
     return state, outputs
 

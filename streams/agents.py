@@ -12,9 +12,11 @@ too (keyed by user id, forwarded untouched): the same two hops as the touches it
 follows, so it rarely overtakes them and corrections stay rare. Nothing waits for anything:
 correctness rests on event time and corrections (processors/person.py).
 
-Each stage waits until its outputs are delivered before it writes its state: a crash in
-between re-reads the input, steps the same state again and re-sends the very same records
-(consumers de-duplicate them by key); a state is never ahead of what it sent.
+Each stage waits until its outputs are delivered before it writes its state, and until its
+state's changelog records are delivered before it takes the next input: a crash in between
+re-reads the input, steps the same state again and re-sends the very same records (consumers
+de-duplicate them by key); a state is never ahead of what it sent, and an input is never
+committed ahead of the state it made.
 """
 
 from __future__ import annotations
@@ -202,8 +204,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                     sent.append(await dead_letter_failure(event, exc, key, key_items))
             await to_persons.send(sent)
             await delivered(sent)
-            for key, state in changed.items():
-                devices.put(key, state)
+            await delivered([devices.put(key, state) for key, state in changed.items()])
 
     async def stitch(key: str, sourced: list, sent: list[Awaitable]) -> DeviceState | None:
         """One device's events of a batch (or a user's billing, passed on); the new state, or
@@ -268,10 +269,9 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 sent.append(await topics.profiles.send(key=key.encode(),
                                                        value=orjson.dumps(record)))
                 pipeline.views.queue(profile_writes(record))
-            pipeline.aggregates.fold(partition, event.message.offset, measured)
             await delivered(sent)
-            for key, state in changed.items():
-                persons.put(key, state)
+            await delivered(pipeline.aggregates.fold(partition, event.message.offset, measured))
+            await delivered([persons.put(key, state) for key, state in changed.items()])
 
     @app.on_partitions_revoked.connect
     async def forget_partition_state(app: faust.App, revoked, **kwargs) -> None:

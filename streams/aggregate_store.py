@@ -9,11 +9,13 @@ attributed revenue).
 Exactly once across crashes: a person-events record (a batch) is folded in one call, the
 persons' states are written after the aggregate, and the aggregate remembers the last offset it
 folded, so a record replayed after a crash is folded once whichever of the writes survived.
+`fold` returns the deliveries of its changelog records, which the stage awaits.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable
 from functools import cache
 
 import faust
@@ -28,6 +30,7 @@ from processors.aggregates import (
     bucket_changes,
     fold_many,
 )
+from streams.state_cache import delete, write
 
 ALL = "all"
 
@@ -57,26 +60,28 @@ class AggregateStore:
             self._states[partition] = self._load(partition)
         return self._states[partition]
 
-    def fold(self, partition: int, offset: int, outputs: list) -> None:
+    def fold(self, partition: int, offset: int, outputs: list) -> list[Awaitable]:
         """Fold the outputs of every person step of the record at `offset` in; call from the
-        stream of `partition` while processing that record."""
+        stream of `partition` while processing that record. The changelog deliveries."""
         before = self.state(partition)
         if offset <= self._folded.get(partition, -1):
-            return
+            return []
         after = fold_many(before, outputs, self._config)
         if after is before:
-            return
+            return []
+        sent: list[Awaitable | None] = []
         changes = bucket_changes(before, after)
         for hour, cells in changes.written.items():
-            self._write(partition, str(hour), before.buckets.get(hour, {}), cells)
+            sent += self._write(partition, str(hour), before.buckets.get(hour, {}), cells)
         for hour in changes.dropped:
             for group in _grouped(before.buckets[hour]):
-                self._table.pop(f"{partition}|{hour}|{group}".encode(), None)
-        self._write(partition, ALL, before.all_time, after.all_time)
+                sent.append(delete(self._table, f"{partition}|{hour}|{group}".encode()))
+        sent += self._write(partition, ALL, before.all_time, after.all_time)
         self._folded[partition] = offset
-        self._table[f"{partition}|head".encode()] = orjson.dumps(
-            {"clock": after.clock_ms, "offset": offset})
+        sent.append(write(self._table, f"{partition}|head".encode(),
+                          orjson.dumps({"clock": after.clock_ms, "offset": offset})))
         self._states[partition] = after
+        return [delivery for delivery in sent if delivery is not None]
 
     def keep_only(self, partitions: set[int]) -> list[Aggregate]:
         """The aggregates of the partitions this worker owns now; forget the others (another
@@ -86,11 +91,10 @@ class AggregateStore:
             self._folded.pop(partition, None)
         return [self.state(partition) for partition in sorted(partitions)]
 
-    def _write(self, partition: int, scope: str, before: Cells, after: Cells) -> None:
+    def _write(self, partition: int, scope: str, before: Cells, after: Cells) -> list[Awaitable]:
         old = _grouped(before)
-        for group, cells in _grouped(after).items():
-            if old.get(group) != cells:
-                self._table[f"{partition}|{scope}|{group}".encode()] = orjson.dumps(cells)
+        return [write(self._table, f"{partition}|{scope}|{group}".encode(), orjson.dumps(cells))
+                for group, cells in _grouped(after).items() if old.get(group) != cells]
 
     def _load(self, partition: int) -> Aggregate:
         prefix = f"{partition}|".encode()

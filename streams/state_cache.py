@@ -1,4 +1,11 @@
-"""A table of versioned JSON states, with the decoded states of recently used keys in memory.
+"""Table writes the caller can wait for, and a table of versioned JSON states with the decoded
+states of recently used keys in memory.
+
+Faust sends a table change to its changelog from a buffer, and its commit flushes that buffer
+only as long as it keeps moving (it gives up after 0.1 s): under load a commit can cover
+inputs whose state changes never reached the changelog, and a worker that restores from the
+changelog after a crash then misses them for good. `write` and `delete` change the store and
+return the changelog record's delivery, so a stage awaits its state before it moves on.
 
 Decoding a person's state (journey, frozen weights as exact fractions, payments) costs more
 than the step that uses it, and a person or device is often stepped again soon. The table stays
@@ -10,11 +17,27 @@ so a state is never served from memory for a key another worker may have changed
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 import faust
 import orjson
+
+
+def write(table: faust.Table, key: bytes, value: bytes) -> Awaitable:
+    """Store `value` and send it to the changelog (call from the stream of the key's partition);
+    the changelog record's delivery."""
+    table.data[key] = value
+    return table.send_changelog(table.partition_for_key(key), key, value)
+
+
+def delete(table: faust.Table, key: bytes) -> Awaitable | None:
+    """Remove `key` and send its tombstone; None when there was nothing to remove."""
+    if key not in table.data:
+        return None
+    del table.data[key]
+    return table.send_changelog(table.partition_for_key(key), key, None,
+                                value_serializer="raw")
 
 
 class State(Protocol):
@@ -44,10 +67,11 @@ class CachedStates(Generic[S]):
         self._remember(key, state)
         return state
 
-    def put(self, key: str, state: S) -> None:
-        """Write `state` to the table (call from the stream of the key's partition)."""
-        self._table[key.encode()] = orjson.dumps(state.to_dict())
+    def put(self, key: str, state: S) -> Awaitable:
+        """Write `state` to the table (call from the stream of the key's partition); the
+        delivery of its changelog record."""
         self._remember(key, state)
+        return write(self._table, key.encode(), orjson.dumps(state.to_dict()))
 
     def forget(self) -> None:
         self._recent.clear()

@@ -9,11 +9,13 @@ from dataclasses import replace
 import orjson
 
 from personify.credits import read_credits
-from personify.stack.topics import ensure_topics
 from processors.attribution import MODELS
-from processors.ledger import Ledger
 from processors.money import default_currency_table, to_reporting
-from tests.integration.conftest import isolated_settings
+from tests.integration.test_event_time_through_the_broker import (
+    CreditReader,
+    line_sums,
+    reference,
+)
 
 
 def _cli(settings, *args):
@@ -49,7 +51,7 @@ def _await_credits(settings, expected_records, timeout_s=180):
     deadline = time.monotonic() + timeout_s
     while True:
         ledger = read_credits(settings)
-        if ledger.records >= expected_records or time.monotonic() > deadline:
+        if ledger.credit_sets >= expected_records or time.monotonic() > deadline:
             return ledger
         time.sleep(2)
 
@@ -63,7 +65,7 @@ def test_every_model_credits_exactly_payments_minus_refunds_and_first_touch_matc
 
     ledger = _await_credits(settings, len(expected) * len(MODELS))
 
-    assert ledger.records == len(expected) * len(MODELS)
+    assert ledger.credit_sets == len(expected) * len(MODELS)
     for model in MODELS:
         assert ledger.by_model[model] == sum(expected.values()), model
     channels = ledger.by_model_person_channel["first_touch"]
@@ -75,24 +77,36 @@ def test_every_model_credits_exactly_payments_minus_refunds_and_first_touch_matc
     assert mismatched == []
 
 
-def test_a_worker_killed_mid_stream_loses_and_doubles_no_credit(settings, start_worker,
-                                                                  tmp_path):
+def test_a_worker_killed_during_a_burst_of_corrections_loses_and_doubles_nothing(
+        settings, start_worker, tmp_path):
+    """Billing first, then the touches: nearly every credit is corrected as they arrive, and
+    the worker is killed in the middle of it and restarted on its own RocksDB state."""
+    settings = replace(settings, store="rocksdb://")
     events, _ = _simulate(tmp_path, people=3000, seed=3)
-    expected = _expected_revenue(events)
+    lines = events.read_bytes().splitlines()
+    expected, _ = reference(lines)
+    billing = [line for line in lines if line.startswith(b'{"topic":"billing-v1"')]
+    reordered = tmp_path / "billing-first.jsonl"
+    reordered.write_bytes(b"\n".join(billing + [x for x in lines if x not in set(billing)]))
     worker = start_worker(settings)
-    _cli(settings, "send", str(events))
+    reader = CreditReader(settings)
+    _cli(settings, "send", "--no-progress", str(reordered))
     time.sleep(1.5)
     worker.process.send_signal(signal.SIGKILL)
     worker.process.wait()
     start_worker(settings, name="restarted")
 
-    ledger = _await_credits(settings, len(expected) * len(MODELS))
+    resolved = reader.read_until(expected)
 
-    assert ledger.records == len(expected) * len(MODELS)
-    assert {model: ledger.by_model[model] for model in MODELS} == dict.fromkeys(
-        MODELS, sum(expected.values()))
-    dead = read_dead_letter_reasons(settings)
-    assert "duplicate_event_id" not in dead
+    assert resolved == expected
+    assert reader.sums() == line_sums(resolved)
+    assert sum(r["revision"] > 1 for r in reader.records) > 100
+    ledger = read_credits(settings)
+    assert ledger.credit_sets == len(expected)
+    assert {model: ledger.by_model[model] for model in MODELS} == {
+        model: sum(r["reporting_amount_minor"] for r in resolved.values() if r["model"] == model)
+        for model in MODELS}
+    assert "duplicate_event_id" not in read_dead_letter_reasons(settings)
 
 
 def read_dead_letter_reasons(settings):
@@ -117,73 +131,3 @@ def read_dead_letter_reasons(settings):
                 break
     consumer.close()
     return reasons
-
-
-def test_credits_and_profiles_do_not_depend_on_partitions_or_workers(base_settings, start_worker,
-                                                                     tmp_path):
-    events, _ = _simulate(tmp_path, people=1200, seed=5)
-    expected_records = len(_expected_revenue(events)) * len(MODELS)
-    results = []
-    for partitions, workers in ((1, 1), (4, 2)):
-        settings = isolated_settings(base_settings, tmp_path / f"p{partitions}", partitions)
-        ensure_topics(settings)
-        started = [start_worker(replace(settings, web_port=settings.web_port + index,
-                                        data_dir=settings.data_dir / str(index)),
-                                name=f"w{index}")
-                   for index in range(workers)]
-        _cli(settings, "send", str(events))
-        credits = _credit_records(settings, expected_records)
-        _await_consumed(started, len(events.read_text().splitlines()))
-        results.append((credits, _latest_profiles(settings)))
-    (credits_1, profiles_1), (credits_4, profiles_4) = results
-    assert credits_1 == credits_4
-    assert len(profiles_1) > 50
-    assert profiles_1 == profiles_4
-
-
-def _await_consumed(workers, events, timeout_s=180):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if sum(w.metric("personify_events_consumed_total") for w in workers) >= events:
-            return
-        time.sleep(1)
-    raise AssertionError(f"workers did not consume {events} events within {timeout_s} s")
-
-
-def _latest_profiles(settings, settle_s=4.0):
-    """The compacted view of the profiles topic: the last record per person, once quiet."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": f"profiles-{time.monotonic_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([settings.topics.profiles])
-    latest, quiet_since = {}, time.monotonic()
-    while time.monotonic() - quiet_since < settle_s:
-        message = consumer.poll(0.5)
-        if message is not None and not message.error():
-            latest[message.key()] = orjson.loads(message.value())
-            quiet_since = time.monotonic()
-    consumer.close()
-    return latest
-
-
-def _credit_records(settings, expected):
-    from confluent_kafka import Consumer
-
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": f"cmp-{time.monotonic_ns()}", "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
-    consumer.subscribe([settings.topics.credits])
-    records, deadline = {}, time.monotonic() + 180
-    while len(records) < expected and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is not None and not message.error():
-            record = orjson.loads(message.value())
-            records[record["credit_id"]] = record
-    consumer.close()
-    assert len(records) == expected
-    return records
-
-
-assert Ledger  # the ledger is what subscribers use; read_credits folds into it

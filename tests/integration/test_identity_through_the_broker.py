@@ -2,12 +2,13 @@
 
 Each test runs one worker over fresh 4-partition topics and reads what a consumer of the
 pipeline would read: the latest `profile/1` per person on the compacted profiles topic, the
-`credit/1` records of each payment, dead letters, and the worker's metrics.
+`credit/2` records of each payment, dead letters, and the worker's metrics.
 
 Page views and signups travel on two topics that are not ordered against each other. Where the
 owner of a touch depends on which link the device step saw first, a test sends the later part
 of the story only after the earlier one is visible (a person's profile or a metric), as a live
-device would produce it. Billing is sent with everything else: it waits for the touch watermark.
+device would produce it. Billing is sent with everything else: a credit a touch arrives too late
+for is corrected, and the tests read the current credits.
 """
 
 import base64
@@ -20,6 +21,7 @@ import orjson
 from confluent_kafka import Consumer
 
 from processors.attribution import MODELS
+from processors.reference import current_credits
 from tests.integration.conftest import consume, produce, values
 
 MINUTE_MS = 60_000
@@ -96,10 +98,12 @@ def _profiles_of(settings, *person_ids: str, payments: int = 0) -> dict[str, dic
 
 
 def _credits(settings, payments: int) -> dict[tuple[str, str], dict]:
-    """The credit records of `payments` payments, by (person_id, model)."""
+    """The current credits of `payments` payments, by (person_id, model): the newest assert of
+    each credit id (a touch that arrives after its payment corrects the credit)."""
     records = values(consume(settings, settings.topics.credits, expected=payments * len(MODELS)))
-    assert len(records) == payments * len(MODELS)
-    return {(r["person_id"], r["model"]): r for r in records}
+    current = current_credits(records)
+    assert len(current) == payments * len(MODELS)
+    return {(r["person_id"], r["model"]): r for r in current.values()}
 
 
 def _channels(credit: dict) -> list[str]:

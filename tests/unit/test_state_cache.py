@@ -4,7 +4,23 @@ from dataclasses import dataclass
 
 import orjson
 
-from streams.state_cache import CachedStates
+from streams.state_cache import CachedStates, delete, write
+
+
+class Table(dict):
+    """The part of a Faust table the writes use: its store and its changelog."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.data = self
+        self.changelog = []
+
+    def partition_for_key(self, key):
+        return 3
+
+    def send_changelog(self, partition, key, value, value_serializer=None):
+        self.changelog.append((partition, key, value))
+        return f"delivery of {key!r}"
 
 
 @dataclass(frozen=True)
@@ -23,19 +39,20 @@ def decoder(calls):
 
 
 def test_a_state_is_decoded_once_and_every_write_reaches_the_table():
-    table, calls = {b"a": orjson.dumps({"n": 1})}, []
+    table, calls = Table({b"a": orjson.dumps({"n": 1})}), []
     states = CachedStates(table, decoder(calls), capacity=10)
     assert states.get("a") == Counter(1)
     assert states.get("a") == Counter(1)
     assert len(calls) == 1
-    states.put("a", Counter(2))
+    assert states.put("a", Counter(2)) == "delivery of b'a'"
     assert table[b"a"] == orjson.dumps({"n": 2})
+    assert table.changelog == [(3, b"a", orjson.dumps({"n": 2}))]
     assert states.get("a") == Counter(2) and len(calls) == 1
     assert states.get("missing") is None
 
 
 def test_the_least_recently_used_state_goes_first_and_forget_empties_it_all():
-    table, calls = {}, []
+    table, calls = Table(), []
     states = CachedStates(table, decoder(calls), capacity=2)
     states.put("a", Counter(1))
     states.put("b", Counter(2))
@@ -47,3 +64,11 @@ def test_the_least_recently_used_state_goes_first_and_forget_empties_it_all():
     states.forget()
     states.get("a")
     assert calls[-1] == {"n": 1}
+
+
+def test_a_write_and_a_delete_reach_the_store_and_the_changelog():
+    table = Table()
+    assert write(table, b"k", b"v") == "delivery of b'k'"
+    assert delete(table, b"k") == "delivery of b'k'" and b"k" not in table
+    assert delete(table, b"k") is None
+    assert table.changelog == [(3, b"k", b"v"), (3, b"k", None)]
