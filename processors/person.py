@@ -404,20 +404,19 @@ def _emit(state: PersonState, causes: set[CorrectionCause], claimed: set[str],
                 continue
             revisions = {}
             for model in attribution.models:
+                previous = None if before is None else before.revisions.get(model)
+                if previous is not None and _unchanged(state.basis, basis, model,
+                                                       before.segment, segment):
+                    revisions[model] = previous
+                    continue
                 new = credit(event, basis, model, person_id=state.person_id, segment=segment,
                              config=attribution)
-                previous = None if before is None else before.revisions.get(model)
                 if previous is None:
                     outputs.append(new)
                     revisions[model] = (1, None)
                     continue
                 revision, previous_cause = previous
                 assert state.basis is not None and before is not None
-                if (before.segment == segment
-                        and state.basis.lines[model] == basis.lines[model]
-                        and state.basis.acquisition_channel == basis.acquisition_channel):
-                    revisions[model] = previous
-                    continue
                 old = credit(event, state.basis, model, person_id=state.person_id,
                              segment=before.segment, config=attribution)
                 outputs.append(retraction(replace(old, revision=revision,
@@ -442,6 +441,15 @@ def _emit(state: PersonState, causes: set[CorrectionCause], claimed: set[str],
                    for anonymous_id in facts.refused_devices if anonymous_id in claimed)
     outputs.append(ProfileChanged(profile_record(state, facts, config)))
     return state, outputs
+
+
+def _unchanged(emitted: Basis | None, basis: Basis, model: str, emitted_segment: str,
+               segment: str) -> bool:
+    """Whether the credit emitted against `emitted` would come out the same now: splitting
+    again only when the lines, the channel or the segment moved keeps unchanged revenue cheap."""
+    return (emitted is not None and emitted_segment == segment
+            and emitted.lines[model] == basis.lines[model]
+            and emitted.acquisition_channel == basis.acquisition_channel)
 
 
 def _converted(state: PersonState, basis: Basis | None, segment_at: Any,
