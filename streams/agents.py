@@ -5,12 +5,14 @@ validate_events (inputs) ─► device batches ─► stitch_identities (devices
 credit_revenue ─► attribution credits, profiles, dead letters, aggregates, serving views
 
 The internal topics carry batches (processors/messages.py): a stage sends one record per
-partition of the next stage for all it forwards there, and the next stage steps each key once
-per batch. Each key always lands in the partition Kafka's default partitioner gives it, so a
-table's changelog record is in the partition that owns its key. Billing takes the device stage
-too (keyed by user id, forwarded untouched): the same two hops as the touches it usually
-follows, so it rarely overtakes them and corrections stay rare. Nothing waits for anything:
-correctness rests on event time and corrections (processors/person.py).
+partition of the next stage for all it forwards there. A downstream stage takes up to
+RECORDS_PER_TAKE such records at a time and awaits the broker once per take, so its round
+trips do not grow with the traffic. Each key always lands in the partition Kafka's default
+partitioner gives it, so a table's changelog record is in the partition that owns its key.
+Billing takes the device stage too (keyed by user id, forwarded untouched): the same two hops
+as the touches it usually follows, so it rarely overtakes them and corrections stay rare.
+Nothing waits for anything: correctness rests on event time and corrections
+(processors/person.py).
 
 Each stage waits until its outputs are delivered before it writes its state, and until its
 state's changelog records are delivered before it takes the next input: a crash in between
@@ -67,13 +69,15 @@ from processors.views import aggregate_writes, credit_writes, profile_writes
 from schemas.events import PageView, Signup
 from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
-from streams.state_cache import CachedStates
+from streams.state_cache import CachedStates, TakenPartitions
 from streams.views import revenue_share_of_top
 
 BATCH_MAX_EVENTS = 2000
 """Input events validated per batch, at most."""
 BATCH_WITHIN_S = 0.01
-"""How long the validating stage waits to fill a batch: the latency it adds at low traffic."""
+"""How long a stage waits to fill a take: the latency it adds at low traffic."""
+RECORDS_PER_TAKE = 64
+"""Internal records (each a batch) a downstream stage steps before it awaits the broker."""
 STATES_CACHED = 20_000
 """Decoded device and person states kept in memory, each (streams/state_cache.py)."""
 log = logging.getLogger(__name__)
@@ -127,8 +131,10 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     detect = partial(detect_touch, config=config.channels)
     to_devices = Outbox(topics.device_events, settings.partitions)
     to_persons = Outbox(topics.person_events, settings.partitions)
-    devices = CachedStates(tables.devices, DeviceState.from_dict, STATES_CACHED)
-    persons = CachedStates(tables.persons, PersonState.from_dict, STATES_CACHED)
+    devices = CachedStates(tables.devices, DeviceState.from_dict, STATES_CACHED,
+                           to_devices.partition_of)
+    persons = CachedStates(tables.persons, PersonState.from_dict, STATES_CACHED,
+                           to_persons.partition_of)
 
     async def dead_letter(key: bytes | None, raw: bytes, topic: str, partition: int, offset: int,
                           reason: str, message: str) -> Awaitable:
@@ -184,18 +190,30 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             key = result.user_id
         to_devices.add(key, messages.encode(messages.Sourced(result, source)))
 
-    @app.agent(topics.device_events, name="stitch_identities")
-    async def stitch_identities(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            sent: list[Awaitable] = []
+    async def batch_items(events: list[faust.EventT], sent: list[Awaitable]
+                          ) -> list[tuple[faust.EventT, list[tuple[str, dict]]]]:
+        """Each internal record's items, by record; a record that is no batch is
+        dead-lettered."""
+        batches = []
+        for event in events:
             try:
-                items = messages.decode_batch(orjson.loads(event.value))
+                batches.append((event, messages.decode_batch(orjson.loads(event.value))))
             except Exception as exc:  # noqa: BLE001 - the stream must outlive any record
                 sent.append(await dead_letter_failure(event, exc))
-                await delivered(sent)
-                continue
+        return batches
+
+    @app.agent(topics.device_events, name="stitch_identities")
+    async def stitch_identities(stream: faust.StreamT) -> None:
+        """Each device once per take, over the events of every record taken: under load a
+        take holds many records, so the round trips to the broker do not grow with them."""
+        async for events in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
+            sent: list[Awaitable] = []
+            by_key: dict[str, tuple[faust.EventT, list[dict]]] = {}
+            for event, items in await batch_items(events, sent):
+                for key, item in items:
+                    by_key.setdefault(key, (event, []))[1].append(item)
             changed: dict[str, DeviceState] = {}
-            for key, key_items in grouped(items).items():
+            for key, (event, key_items) in by_key.items():
                 try:
                     state = await stitch(key, [messages.decode(i) for i in key_items], sent)
                     if state is not None:
@@ -204,7 +222,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                     sent.append(await dead_letter_failure(event, exc, key, key_items))
             await to_persons.send(sent)
             await delivered(sent)
-            await delivered([devices.put(key, state) for key, state in changed.items()])
+            await delivered(devices.put_all(changed, TakenPartitions(stream, events)))
 
     async def stitch(key: str, sourced: list, sent: list[Awaitable]) -> DeviceState | None:
         """One device's events of a batch (or a user's billing, passed on); the new state, or
@@ -241,37 +259,40 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
 
     @app.agent(topics.person_events, name="credit_revenue")
     async def credit_revenue(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        """Each record's persons stepped in turn, but delivered once per take; the
+        aggregates fold each record's outputs once (streams/aggregate_store.py)."""
+        async for events in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
             sent: list[Awaitable] = []
-            partition = event.message.partition
-            try:
-                items = messages.decode_batch(orjson.loads(event.value))
-            except Exception as exc:  # noqa: BLE001 - the stream must outlive any record
-                sent.append(await dead_letter_failure(event, exc))
-                await delivered(sent)
-                continue
             changed: dict[str, PersonState] = {}
-            measured: list = []
+            folds: defaultdict[int, list[tuple[int, list]]] = defaultdict(list)
             profiles: dict[str, dict] = {}
-            for key, key_items in grouped(items).items():
-                try:
-                    before = persons.get(key)
-                    state, outputs = step_person(before, [messages.decode(i) for i in key_items],
-                                                 person_id=key, config=config, now_ms=wall_ms())
-                    for output in outputs:
-                        await execute(key, output, sent, profiles)
-                    measured.extend(outputs)
-                    if state is not before:
-                        changed[key] = state
-                except Exception as exc:  # noqa: BLE001
-                    sent.append(await dead_letter_failure(event, exc, key, key_items))
+            for event, items in await batch_items(events, sent):
+                measured: list = []
+                for key, key_items in grouped(items).items():
+                    try:
+                        before = changed.get(key) or persons.get(key)
+                        state, outputs = step_person(
+                            before, [messages.decode(i) for i in key_items], person_id=key,
+                            config=config, now_ms=wall_ms())
+                        for output in outputs:
+                            await execute(key, output, sent, profiles)
+                        measured.extend(outputs)
+                        if state is not before:
+                            changed[key] = state
+                    except Exception as exc:  # noqa: BLE001
+                        sent.append(await dead_letter_failure(event, exc, key, key_items))
+                folds[event.message.partition].append((event.message.offset, measured))
             for key, record in profiles.items():
                 sent.append(await topics.profiles.send(key=key.encode(),
                                                        value=orjson.dumps(record)))
                 pipeline.views.queue(profile_writes(record))
             await delivered(sent)
-            await delivered(pipeline.aggregates.fold(partition, event.message.offset, measured))
-            await delivered([persons.put(key, state) for key, state in changed.items()])
+            taken = TakenPartitions(stream, events)
+            for partition, records in folds.items():
+                with taken.writing(partition):
+                    folded = pipeline.aggregates.fold(partition, records)
+                await delivered(folded)
+            await delivered(persons.put_all(changed, taken))
 
     @app.on_partitions_revoked.connect
     async def forget_partition_state(app: faust.App, revoked, **kwargs) -> None:

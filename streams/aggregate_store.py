@@ -6,9 +6,9 @@ A whole aggregate is large, so each fold rewrites only the small records it chan
 (partition, hour or "all", measure group), where a group is a measure (or one model's
 attributed revenue).
 
-Exactly once across crashes: a person-events record (a batch) is folded in one call, the
-persons' states are written after the aggregate, and the aggregate remembers the last offset it
-folded, so a record replayed after a crash is folded once whichever of the writes survived.
+Exactly once across crashes: the persons' states are written after the aggregate, and the
+aggregate remembers the last person-events offset it folded, so a record replayed after a crash
+is folded once whichever of the writes survived.
 `fold` returns the deliveries of its changelog records, which the stage awaits.
 """
 
@@ -60,13 +60,16 @@ class AggregateStore:
             self._states[partition] = self._load(partition)
         return self._states[partition]
 
-    def fold(self, partition: int, offset: int, outputs: list) -> list[Awaitable]:
-        """Fold the outputs of every person step of the record at `offset` in; call from the
-        stream of `partition` while processing that record. The changelog deliveries."""
+    def fold(self, partition: int, records: list[tuple[int, list]]) -> list[Awaitable]:
+        """Fold the outputs of the person steps of each `(offset, outputs)` record in, those
+        not folded before; call from the stream of `partition`. The changelog deliveries."""
         before = self.state(partition)
-        if offset <= self._folded.get(partition, -1):
+        folded = self._folded.get(partition, -1)
+        fresh = [(offset, outputs) for offset, outputs in records if offset > folded]
+        if not fresh:
             return []
-        after = fold_many(before, outputs, self._config)
+        offset = max(offset for offset, _ in fresh)
+        after = fold_many(before, [o for _, outputs in fresh for o in outputs], self._config)
         if after is before:
             return []
         sent: list[Awaitable | None] = []
@@ -75,10 +78,11 @@ class AggregateStore:
             sent += self._write(partition, str(hour), before.buckets.get(hour, {}), cells)
         for hour in changes.dropped:
             for group in _grouped(before.buckets[hour]):
-                sent.append(delete(self._table, f"{partition}|{hour}|{group}".encode()))
+                sent.append(delete(self._table, partition,
+                                   f"{partition}|{hour}|{group}".encode()))
         sent += self._write(partition, ALL, before.all_time, after.all_time)
         self._folded[partition] = offset
-        sent.append(write(self._table, f"{partition}|head".encode(),
+        sent.append(write(self._table, partition, f"{partition}|head".encode(),
                           orjson.dumps({"clock": after.clock_ms, "offset": offset})))
         self._states[partition] = after
         return [delivery for delivery in sent if delivery is not None]
@@ -93,7 +97,8 @@ class AggregateStore:
 
     def _write(self, partition: int, scope: str, before: Cells, after: Cells) -> list[Awaitable]:
         old = _grouped(before)
-        return [write(self._table, f"{partition}|{scope}|{group}".encode(), orjson.dumps(cells))
+        return [write(self._table, partition, f"{partition}|{scope}|{group}".encode(),
+                      orjson.dumps(cells))
                 for group, cells in _grouped(after).items() if old.get(group) != cells]
 
     def _load(self, partition: int) -> Aggregate:

@@ -17,27 +17,50 @@ so a state is never served from memory for a key another worker may have changed
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
 import faust
 import orjson
 
 
-def write(table: faust.Table, key: bytes, value: bytes) -> Awaitable:
-    """Store `value` and send it to the changelog (call from the stream of the key's partition);
-    the changelog record's delivery."""
+def write(table: faust.Table, partition: int, key: bytes, value: bytes) -> Awaitable:
+    """Store `value` and send it to the changelog's `partition` (the one whose stream owns the
+    key: a stage that takes several records at once has no current event to ask); the
+    changelog record's delivery."""
     table.data[key] = value
-    return table.send_changelog(table.partition_for_key(key), key, value)
+    return table.send_changelog(partition, key, value)
 
 
-def delete(table: faust.Table, key: bytes) -> Awaitable | None:
+def delete(table: faust.Table, partition: int, key: bytes) -> Awaitable | None:
     """Remove `key` and send its tombstone; None when there was nothing to remove."""
     if key not in table.data:
         return None
     del table.data[key]
-    return table.send_changelog(table.partition_for_key(key), key, None,
-                                value_serializer="raw")
+    return table.send_changelog(partition, key, None, value_serializer="raw")
+
+
+class TakenPartitions:
+    """Table writes after a take of several records. Faust's RocksDB store files a write under
+    the partition of the stream's current event, which a take leaves to the stream's background
+    reader; a write for `partition` is made, without yielding to that reader, with a taken
+    event of the partition as the current one. (Faust has no public way to say which partition
+    a store write belongs to.)"""
+
+    def __init__(self, stream: faust.StreamT, events: list[faust.EventT]) -> None:
+        self._stream = stream
+        self._events = {event.message.partition: event for event in events}
+
+    @contextmanager
+    def writing(self, partition: int) -> Iterator[None]:
+        """Synchronous writes only inside: the reader must never see the borrowed event."""
+        before = self._stream.current_event
+        self._stream._set_current_event(self._events[partition])
+        try:
+            yield
+        finally:
+            self._stream._set_current_event(before)
 
 
 class State(Protocol):
@@ -49,8 +72,9 @@ S = TypeVar("S", bound=State)
 
 class CachedStates(Generic[S]):
     def __init__(self, table: faust.Table, decode: Callable[[dict[str, Any]], S],
-                 capacity: int) -> None:
+                 capacity: int, partition_of: Callable[[str], int]) -> None:
         self._table = table
+        self._partition_of = partition_of
         self._decode = decode
         self._capacity = capacity
         self._recent: OrderedDict[str, S] = OrderedDict()
@@ -67,11 +91,20 @@ class CachedStates(Generic[S]):
         self._remember(key, state)
         return state
 
+    def put_all(self, states: dict[str, S], taken: TakenPartitions) -> list[Awaitable]:
+        """Write every state of a take; the deliveries of their changelog records."""
+        sent = []
+        for key, state in states.items():
+            with taken.writing(self._partition_of(key)):
+                sent.append(self.put(key, state))
+        return sent
+
     def put(self, key: str, state: S) -> Awaitable:
         """Write `state` to the table (call from the stream of the key's partition); the
         delivery of its changelog record."""
         self._remember(key, state)
-        return write(self._table, key.encode(), orjson.dumps(state.to_dict()))
+        return write(self._table, self._partition_of(key), key.encode(),
+                     orjson.dumps(state.to_dict()))
 
     def forget(self) -> None:
         self._recent.clear()

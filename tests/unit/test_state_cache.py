@@ -15,9 +15,6 @@ class Table(dict):
         self.data = self
         self.changelog = []
 
-    def partition_for_key(self, key):
-        return 3
-
     def send_changelog(self, partition, key, value, value_serializer=None):
         self.changelog.append((partition, key, value))
         return f"delivery of {key!r}"
@@ -40,7 +37,7 @@ def decoder(calls):
 
 def test_a_state_is_decoded_once_and_every_write_reaches_the_table():
     table, calls = Table({b"a": orjson.dumps({"n": 1})}), []
-    states = CachedStates(table, decoder(calls), capacity=10)
+    states = CachedStates(table, decoder(calls), capacity=10, partition_of=lambda key: 3)
     assert states.get("a") == Counter(1)
     assert states.get("a") == Counter(1)
     assert len(calls) == 1
@@ -53,7 +50,7 @@ def test_a_state_is_decoded_once_and_every_write_reaches_the_table():
 
 def test_the_least_recently_used_state_goes_first_and_forget_empties_it_all():
     table, calls = Table(), []
-    states = CachedStates(table, decoder(calls), capacity=2)
+    states = CachedStates(table, decoder(calls), capacity=2, partition_of=lambda key: 3)
     states.put("a", Counter(1))
     states.put("b", Counter(2))
     states.get("a")
@@ -68,7 +65,7 @@ def test_the_least_recently_used_state_goes_first_and_forget_empties_it_all():
 
 def test_a_write_and_a_delete_reach_the_store_and_the_changelog():
     table = Table()
-    assert write(table, b"k", b"v") == "delivery of b'k'"
-    assert delete(table, b"k") == "delivery of b'k'" and b"k" not in table
-    assert delete(table, b"k") is None
+    assert write(table, 3, b"k", b"v") == "delivery of b'k'"
+    assert delete(table, 3, b"k") == "delivery of b'k'" and b"k" not in table
+    assert delete(table, 3, b"k") is None
     assert table.changelog == [(3, b"k", b"v"), (3, b"k", None)]
