@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from confluent_kafka.admin import AdminClient
 
 from bench.ceilings import measure_ceilings
-from bench.latency import measure_rates, preload
+from bench.latency import Preload, measure_rates, preload
 from bench.progress import say
 from bench.recovery import measure_recovery
 from bench.report import Results, machine
@@ -80,21 +80,21 @@ def run(options: argparse.Namespace, sandbox: Sandbox, worker: WorkerProcess,
     say("write cost: reading the changelogs and the broker's log sizes")
     cost = write_cost(sandbox, backlog)
 
-    preload_incomplete, latency = 0, []
+    preloaded, latency = None, []
     if not options.no_latency:
-        preload_incomplete, latency = measure_latency(options, sandbox, backlog,
+        preloaded, latency = measure_latency(options, sandbox, backlog,
                                                       throughput.events_per_s)
 
     recovery = measure_recovery(worker, sandbox)
     return Results(started_at=started_at, options=vars(options), machine=machine(),
                    kafka_version=settings.kafka_version, backlog=backlog,
                    backlog_produce_s=produce_s, ceilings=ceilings, throughput=throughput,
-                   write_cost=cost, preload_incomplete=preload_incomplete, latency=latency,
+                   write_cost=cost, preload=preloaded, latency=latency,
                    recovery=recovery)
 
 
 def measure_latency(options: argparse.Namespace, sandbox: Sandbox, backlog: Backlog,
-                    sustained_events_per_s: float) -> tuple[int, list]:
+                    sustained_events_per_s: float) -> tuple[Preload, list]:
     settings = sandbox.settings
     live_seed = options.seed + LIVE_SEED_OFFSET
     # Enough people that the measured part lasts every rate's full run.
@@ -105,15 +105,17 @@ def measure_latency(options: argparse.Namespace, sandbox: Sandbox, backlog: Back
                                   seed=live_seed), settings)
     cut = int(len(stream) * PRELOAD_SHARE)
     say(f"latency: preloading its first {cut:,} events")
-    preload_incomplete = preload(settings, stream[:cut], timeout_s=options.drain_timeout,
-                                 group=sandbox.name("preload"))
-    if preload_incomplete:
-        say(f"  {preload_incomplete} preloaded revenue events still without credits")
+    preloaded = preload(settings, stream[:cut], timeout_s=options.drain_timeout,
+                        group=sandbox.name("preload"))
+    say(f"  credited in {preloaded.seconds:.1f} s, {preloaded.corrections_per_1000:.1f} "
+        "corrections per 1,000 credit sets (sent flat out)")
+    if preloaded.incomplete:
+        say(f"  {preloaded.incomplete} preloaded revenue events still without credits")
     latency = measure_rates(settings, stream[cut:], sustained_events_per_s, shares=SHARES,
                             seconds=options.rate_seconds,
                             warmup_s=WARMUP_SHARE * options.rate_seconds,
                             drain_timeout_s=120.0, group=sandbox.name("latency"))
-    return preload_incomplete, latency
+    return preloaded, latency
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -168,23 +168,40 @@ def _producer(settings: Settings) -> Producer:
     return Producer({**LIVE_PRODUCER, "bootstrap.servers": settings.kafka_bootstrap})
 
 
+@dataclass(frozen=True, slots=True)
+class Preload:
+    events: int
+    seconds: float
+    """First send to the last credit set complete (the worker idle after that is not counted)."""
+    incomplete: int
+    """Preloaded revenue events still without credits when the latency runs began."""
+    corrections_per_1000: float
+    """Corrections per 1,000 credit sets with the stream sent flat out: the stages overtake
+    each other far more often than at a steady rate."""
+
+
 def preload(settings: Settings, events: list[LiveEvent], *, timeout_s: float,
-            group: str) -> int:
+            group: str) -> Preload:
     """Send `events` as fast as possible with their own times, wait for their credits and for
     the worker to be idle, so the measured part of the stream meets people the worker already
-    knows and no backlog; returns how many revenue events were still without credits."""
+    knows and no backlog."""
     clock = CreditClock(settings, group)
     producer = _producer(settings)
+    started = time.monotonic()
     try:
         for event in events:
             produce_patiently(producer, event.topic, event.encode(), event.key)
         producer.flush(60)
         expected = {e.revenue_event_id for e in events if e.revenue_event_id}
         completed = await_credits(clock, expected, timeout_s)
+        seconds = time.monotonic() - started
+        await_idle(settings, timeout_s)
     finally:
         clock.close()
-    await_idle(settings, timeout_s)
-    return len(expected - completed.keys())
+    return Preload(events=len(events), seconds=seconds,
+                   incomplete=len(expected - completed.keys()),
+                   corrections_per_1000=1000 * clock.corrections
+                   / max(1, len(expected) * len(MODELS)))
 
 
 def measure_rate(settings: Settings, events: list[LiveEvent], *, share: float, rate: float,

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from bench.ceilings import Ceilings
-from bench.latency import RateLatency
+from bench.latency import Preload, RateLatency
 from bench.recovery import Recovery
 from bench.throughput import Throughput, WriteCost
 from bench.workload import Backlog
@@ -47,8 +47,8 @@ class Results:
     ceilings: Ceilings
     throughput: Throughput
     write_cost: WriteCost
-    preload_incomplete: int
-    """Preloaded revenue events still without credits when the latency runs began."""
+    preload: Preload | None
+    """The live population's first part, sent flat out (None with --no-latency)."""
     latency: list[RateLatency]
     recovery: Recovery
 
@@ -96,6 +96,11 @@ class Results:
             ("changelog per input event", f"{w.changelog_records_per_event:.2f} records, "
                                           f"{w.changelog_payload_bytes_per_event:,.0f} B"),
             ("broker disk per input event", disk),
+            *((("preload, sent flat out",
+                f"{p.events:,} events credited in {p.seconds:.1f} s · "
+                f"{p.corrections_per_1000:.1f} corrections per 1,000 credit sets"
+                + (f" · {p.incomplete} revenue events incomplete" if p.incomplete else "")),)
+              if (p := self.preload) else ()),
             *((f"latency at {lat.share_of_sustained:.0%} ({lat.offered_events_per_s:,.0f} "
                "events/s)",
                f"p50 {lat.p50_ms:,.0f} ms · p99 {lat.p99_ms:,.0f} ms · p99.9 "

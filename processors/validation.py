@@ -272,6 +272,8 @@ def _broken_rule(rule: str, limit: Any) -> str:
             return "must not be empty" if limit == 1 else f"is shorter than {limit} characters"
         case "pattern":
             return "does not have the expected format"
+        case "not":  # the schemas use `not` only to keep control characters out of ids
+            return "contains a control character"
         case "maximum":
             return f"is above the maximum {limit}"
         case "minimum":

@@ -76,7 +76,7 @@ BATCH_MAX_EVENTS = 2000
 """Input events validated per batch, at most."""
 BATCH_WITHIN_S = 0.01
 """How long a stage waits to fill a take: the latency it adds at low traffic."""
-RECORDS_PER_TAKE = 64
+RECORDS_PER_TAKE = 1000
 """Internal records (each a batch) a downstream stage steps before it awaits the broker."""
 STATES_CACHED = 20_000
 """Decoded device and person states kept in memory, each (streams/state_cache.py)."""
@@ -288,10 +288,11 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 pipeline.views.queue(profile_writes(record))
             await delivered(sent)
             taken = TakenPartitions(stream, events)
+            folded: list[Awaitable] = []
             for partition, records in folds.items():
                 with taken.writing(partition):
-                    folded = pipeline.aggregates.fold(partition, records)
-                await delivered(folded)
+                    folded += pipeline.aggregates.fold(partition, records)
+            await delivered(folded)
             await delivered(persons.put_all(changed, taken))
 
     @app.on_partitions_revoked.connect

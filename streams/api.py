@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import faust
 import orjson
 from faust.web import Request, Response, View
@@ -12,6 +14,8 @@ from processors.views import BEST_CUSTOMERS, PREFIX, person_credits_key, person_
 from streams.context import Pipeline
 
 MAX_LIMIT = 1000
+LIMIT = re.compile(r"[0-9]{1,4}")
+"""ASCII digits only: str.isdigit() takes '²', which int() then refuses."""
 
 
 def register(app: faust.App, pipeline: Pipeline, guard) -> None:
@@ -76,7 +80,7 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
             if (denied := guard(self, request)) is not None:
                 return denied
             raw = request.query.get("limit", "10")
-            if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            if not LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
                 return error(self, 400, "bad_limit", f"limit must be 1..{MAX_LIMIT}")
             try:
                 ranked = await redis.zrevrange(BEST_CUSTOMERS, 0, int(raw) - 1, withscores=True)

@@ -19,7 +19,14 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # web_host only names URLs; Faust binds 0.0.0.0 unless told
         web_port=settings.web_port,
+        # Faust's own pages (/router, /table/<name>/<key>, /graph, statistics) would serve the
+        # tables' contents without the token: off. Only "/" stays, a bare status like /health.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         web_in_thread=False,
         key_serializer="raw",
         value_serializer="raw",

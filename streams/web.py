@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,8 +14,12 @@ from streams.context import Pipeline
 def register(app: faust.App, pipeline: Pipeline) -> None:
     token = pipeline.settings.api_token
 
+    expected = f"Bearer {token}".encode()
+
     def unauthorized(view: View, request: Request) -> Response | None:
-        if token and request.headers.get("Authorization") != f"Bearer {token}":
+        """A 401 unless the request bears the token (compared in constant time)."""
+        given = request.headers.get("Authorization", "").encode(errors="replace")
+        if token and not hmac.compare_digest(given, expected):
             return view.json({"error": "unauthorized",
                               "message": "send Authorization: Bearer <PERSONIFY_API_TOKEN>"},
                              status=401)

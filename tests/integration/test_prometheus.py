@@ -29,7 +29,8 @@ class Prometheus:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Prometheus":
-        config = yaml.safe_load(LOCAL_CONFIG.format(rules=RULES, target=self.target))
+        config = yaml.safe_load(LOCAL_CONFIG.format(rules=RULES, target=self.target,
+                                                     authorization=""))
         config["global"] = {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE}
         config_file = self.directory / "prometheus.yml"
         config_file.write_text(yaml.safe_dump(config))

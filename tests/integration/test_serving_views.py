@@ -135,3 +135,37 @@ def test_api_errors_are_json_and_a_token_guards_every_route_but_health(
     assert _get(worker, "/reports/best-customers?limit=0", token="s3cret")[0] == 400
     assert _get(worker, "/reports/best-customers?limit=3", token="s3cret") == (
         200, {"customers": []})
+    assert _get(worker, "/metrics", token="s3cre")[0] == 401
+    for limit in ("%C2%B2", "1" * 5000, "-1", "1.0", "%EF%BC%91"):  # ², many digits, fullwidth 1
+        assert _get(worker, f"/reports/best-customers?limit={limit}", token="s3cret")[0] == 400
+
+
+def _status(worker, path):
+    url = f"http://{worker.settings.web_host}:{worker.settings.web_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _listening_addresses(port):
+    """Local addresses of the sockets listening on `port` (Linux's /proc/net/tcp*)."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                local, state = row.split()[1], row.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    addresses.add(address)
+    return addresses
+
+
+def test_the_worker_listens_on_loopback_only_and_serves_none_of_faust_s_own_pages(
+        settings, start_worker):
+    worker = start_worker(replace(settings, api_token="s3cret"))
+    assert _listening_addresses(settings.web_port) == {"0100007F"}  # 127.0.0.1, nothing else
+    for path in ("/table/", "/table/person-facts/ada/", "/router/",
+                 "/router/topics/", "/graph/", "/stats/"):
+        assert _status(worker, path) == 404, path

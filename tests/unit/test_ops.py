@@ -1,13 +1,15 @@
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ops.grafana import build_dashboard
+from personify.settings import Settings
 from personify.stack.debian import ensure_program
-from personify.stack.prometheus import LOCAL_CONFIG, RULES
+from personify.stack.prometheus import RULES, PrometheusServer
 from processors.aggregates import WINDOWS
 from processors.attribution import MODELS
 from streams.aggregate_store import AggregateStore
@@ -59,10 +61,17 @@ def test_alerts_fire_and_stay_quiet_as_their_cases_say(promtool):
     _promtool(promtool, "test", "rules", str(ALERT_TESTS))
 
 
-def test_the_config_written_by_stack_up_is_valid(promtool, tmp_path):
-    config = tmp_path / "prometheus.yml"
-    config.write_text(LOCAL_CONFIG.format(rules=RULES, target="127.0.0.1:16066"))
+@pytest.mark.parametrize("token", ["", "s3cret"])
+def test_the_config_written_by_stack_up_is_valid_and_never_holds_the_token(
+        promtool, tmp_path, token):
+    server = PrometheusServer(replace(Settings(), cache_dir=tmp_path, api_token=token))
+    config = server.write_config()
     _promtool(promtool, "check", "config", str(config))
+    assert ("credentials_file" in config.read_text()) == bool(token)
+    if token:
+        token_file = config.parent / "worker-token"
+        assert "s3cret" not in config.read_text() and token_file.read_text() == "s3cret"
+        assert token_file.stat().st_mode & 0o077 == 0
 
 
 def test_the_compose_config_is_valid_with_the_repository_rules(promtool, tmp_path):

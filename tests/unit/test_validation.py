@@ -421,6 +421,29 @@ def test_every_junk_id_of_the_design_is_refused_as_a_user_id(junk: str) -> None:
     assert decode_payload(PAYMENT | {"user_id": junk}, "billing").reason == "junk_user_id"
 
 
+CONTROL_CHARACTERS = ["\x00", "\x07", "\n", "\x1b", "\x7f"]
+
+
+@pytest.mark.parametrize("control", CONTROL_CHARACTERS)
+@pytest.mark.parametrize(("payload", "kind", "field"), [
+    (PAGE_VIEW, "page_view", "anonymous_id"), (PAGE_VIEW, "page_view", "event_id"),
+    (SIGNUP, "signup", "user_id"), (PAYMENT, "billing", "user_id"),
+    (golden("billing.v1.refund"), "billing", "refund_of"),
+    (golden("billing.v1.subscription_change"), "billing", "subscription_id")])
+def test_an_id_with_a_control_character_is_refused_anywhere_in_it(
+        payload: dict[str, Any], kind: str, field: str, control: str) -> None:
+    for value in (f"{control}id", f"id{control}", f"i{control}d"):
+        rejection = decode_payload(payload | {field: value}, kind)
+        assert rejection.reason == "invalid_value", (field, value)
+        assert f"'{field}' contains a control character" in rejection.message
+
+
+def test_printable_unicode_ids_and_an_empty_anonymous_id_are_accepted() -> None:
+    assert isinstance(decode_payload(PAGE_VIEW | {"anonymous_id": "gerät-ü 7"}, "page_view"),
+                      PageView)
+    assert isinstance(decode_payload(PAGE_VIEW | {"anonymous_id": ""}, "page_view"), PageView)
+
+
 def test_page_view_with_a_junk_user_id_is_still_a_page_view() -> None:
     assert isinstance(decode_payload(PAGE_VIEW | {"user_id": "null"}, "page_view"), PageView)
 
