@@ -69,6 +69,7 @@ from processors.views import aggregate_writes, credit_writes, profile_writes
 from schemas.events import PageView, Signup
 from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
+from streams.operations import RepeatLimiter, broker_reachable, limit_repeated_logs
 from streams.state_cache import CachedStates, TakenPartitions
 from streams.views import revenue_share_of_top
 
@@ -80,6 +81,7 @@ RECORDS_PER_TAKE = 1000
 """Internal records (each a batch) a downstream stage steps before it awaits the broker."""
 STATES_CACHED = 20_000
 """Decoded device and person states kept in memory, each (streams/state_cache.py)."""
+BROKER_PROBE_EVERY_S = 2.0
 log = logging.getLogger(__name__)
 
 
@@ -342,6 +344,21 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
     @app.task
     async def write_serving_views() -> None:
         await pipeline.views.run()
+
+    @app.task
+    async def keep_logs_readable() -> None:
+        """Faust has set up its log handlers by now."""
+        limit_repeated_logs(RepeatLimiter())
+
+    @app.timer(interval=BROKER_PROBE_EVERY_S)
+    async def probe_broker() -> None:
+        reachable = await broker_reachable(pipeline.settings.kafka_bootstrap)
+        if reachable != pipeline.status.broker_reachable:
+            (log.info if reachable else log.error)(
+                "the broker at %s is %s", pipeline.settings.kafka_bootstrap,
+                "reachable again" if reachable else "unreachable: not ready until it returns")
+        pipeline.status.broker_reachable = reachable
+        metrics.broker_up.set(1 if reachable else 0)
 
     @app.timer(interval=5.0)
     async def measure_lag() -> None:

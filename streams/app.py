@@ -8,10 +8,11 @@ import faust
 
 from personify.settings import Settings
 from streams.context import Pipeline
+from streams.operations import BoundedStopApp
 
 
 def create_app(settings: Settings) -> faust.App:
-    app = faust.App(
+    app = BoundedStopApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap.replace(',', ';')}",
         store=settings.store,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import faust
 
@@ -14,6 +15,14 @@ from streams.metrics import Metrics, create_metrics, zero_known_labels
 from streams.tables import TableRegistry, declare_tables
 from streams.topics import TopicRegistry, declare_topics
 from streams.views import ServingViews
+from streams.views_rebuild import rebuild
+
+
+@dataclass
+class WorkerStatus:
+    """What the health checks know beyond Faust's own state."""
+
+    broker_reachable: bool = True
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,7 @@ class Pipeline:
     metrics: Metrics
     views: ServingViews
     aggregates: AggregateStore
+    status: WorkerStatus
 
     @classmethod
     def build(cls, app: faust.App, settings: Settings) -> Pipeline:
@@ -37,4 +47,6 @@ class Pipeline:
                                     AggregateConfig.for_models(config.attribution.models))
         return cls(settings=settings, config=config, topics=declare_topics(app, settings),
                    tables=tables, metrics=metrics,
-                   views=ServingViews(settings.redis_url, metrics), aggregates=aggregates)
+                   views=ServingViews(settings.redis_url, metrics,
+                                      partial(rebuild, settings, progress=False)),
+                   aggregates=aggregates, status=WorkerStatus())

@@ -31,6 +31,8 @@ class Metrics:
     redis_up: Gauge
     top_customers_revenue_share: Gauge
     view_writes_pending: Gauge
+    view_rebuilds: Counter
+    broker_up: Gauge
 
 
 def zero_known_labels(metrics: Metrics, input_topics: tuple[str, ...],
@@ -130,6 +132,14 @@ def create_metrics() -> Metrics:
         view_writes_pending=Gauge(
             "personify_view_writes_pending",
             "Serving-view writes waiting for Redis (latest per key).", registry=registry),
+        view_rebuilds=Counter(
+            "personify_view_rebuilds",
+            "Times the serving views were rebuilt from Kafka because Redis had lost them.",
+            registry=registry),
+        broker_up=Gauge(
+            "personify_broker_up",
+            "1 while a bootstrap server of the broker accepts connections (probed every 2 s).",
+            registry=registry),
         consumer_lag=Gauge(
             "personify_consumer_lag_messages",
             "Messages behind the end of the partitions this worker owns, by topic.", ["topic"],

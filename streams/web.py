@@ -37,9 +37,11 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 return denied
             assigned = len(app.assignor.assigned_actives())
             recovering = not app.tables.recovery.completed.is_set()
-            ready = app.rebalancing is False and not recovering
+            broker = pipeline.status.broker_reachable
+            ready = app.rebalancing is False and not recovering and broker
             return self.json({"ready": ready, "assigned_partitions": assigned,
-                              "recovering": recovering}, status=200 if ready else 503)
+                              "recovering": recovering, "broker_reachable": broker},
+                             status=200 if ready else 503)
 
     @app.page("/metrics")
     class Metrics(View):

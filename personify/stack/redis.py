@@ -39,7 +39,8 @@ class RedisServer:
         server = ensure_program("redis-server", "redis-server", progress)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process.start([server, "--bind", self.host, "--port", str(self.port),
-                            "--dir", str(self.data_dir), "--save", "", "--appendonly", "no",
+                            "--dir", str(self.data_dir), "--save", "", "--appendonly", "yes",
+                            "--appendfsync", "always",
                             "--daemonize", "no", "--protected-mode", "yes"])
         wait_until(self.ready, timeout_s=20, what=self.describe(), log=self.process.log_file)
         return "started"

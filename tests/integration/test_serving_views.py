@@ -123,6 +123,31 @@ def test_views_answer_who_the_person_is_and_catch_up_after_redis_was_down(
     assert best["customers"][0]["acquisition_channel"] == "Paid Search"
 
 
+def test_a_redis_that_lost_its_data_gets_the_views_back_from_kafka_by_itself(
+        settings, start_worker, redis_server, tmp_path):
+    settings = replace(settings, redis_url=redis_server.url)
+    worker = start_worker(settings)
+    start = int(time.time() * 1000) - 10 * HOUR_MS
+    produce(settings, [*_events(settings, start), _payment(settings, "pay-1", start + 2 * HOUR_MS,
+                                                           5_000)])
+    assert _eventually(lambda: _get(worker, "/persons/ada")[1].get("lifetime_revenue_minor")
+                       == 5_000)
+    rebuilds = worker.metric("personify_view_rebuilds_total")
+    assert rebuilds == 1  # the Redis was new: views built from the (then empty) topics
+
+    redis_server.stop()
+    redis_server.directory = tmp_path / "redis-without-its-data"
+    redis_server.directory.mkdir()
+    redis_server.start()
+    # Nothing new is sent: the profile and every credit come back from the topics alone.
+    assert _eventually(lambda: _get(worker, "/persons/ada")[1].get("lifetime_revenue_minor")
+                       == 5_000)
+    person = _get(worker, "/persons/ada")[1]
+    assert {c["model"] for c in person["credits"]} == set(MODELS)
+    assert worker.metric("personify_view_rebuilds_total") == rebuilds + 1
+    assert worker.metric("personify_redis_up") == 1
+
+
 def test_api_errors_are_json_and_a_token_guards_every_route_but_health(
         settings, start_worker, redis_server):
     worker = start_worker(replace(settings, redis_url=redis_server.url, api_token="s3cret"))
