@@ -1,5 +1,5 @@
 # The two commands of the README, plus helpers. Everything runs from .venv, created on demand.
-.PHONY: demo test unit bench lint stack-up stack-down stack-status
+.PHONY: demo test unit bench chaos lint stack-up stack-down stack-status
 
 demo:        ## the main job: local stack + worker + simulated population + the answer
 	bash scripts/demo.sh $(ARGS)
@@ -9,6 +9,9 @@ test:        ## every test, unit and integration, against the real local stack
 
 unit:        ## the fast tier only (no servers needed)
 	bash scripts/venv.sh && .venv/bin/python -m pytest tests/unit -q
+
+chaos:       ## 20 SIGKILLs, a takeover, a broker stop and start, on the local stack (docs/chaos.md)
+	bash scripts/chaos.sh $(ARGS)
 
 bench:       ## the benchmarks of bench/ on the local stack
 	bash scripts/venv.sh && .venv/bin/python -m bench $(ARGS)

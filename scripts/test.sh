@@ -15,4 +15,4 @@ trap stop_started EXIT
 echo "==> starting the local stack (Kafka, Redis, Prometheus) unless it is running"
 .venv/bin/personify stack up --started-file "$started"
 echo "==> unit and integration tests"
-.venv/bin/python -m pytest tests -p no:cacheprovider "$@"
+.venv/bin/python -m pytest tests --ignore=tests/chaos -p no:cacheprovider "$@"

@@ -292,8 +292,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             taken = TakenPartitions(stream, events)
             folded: list[Awaitable] = []
             for partition, records in folds.items():
-                with taken.writing(partition):
-                    folded += pipeline.aggregates.fold(partition, records)
+                folded += taken.write(partition, partial(pipeline.aggregates.fold, partition,
+                                                         records))
             await delivered(folded)
             await delivered(persons.put_all(changed, taken))
 

@@ -16,9 +16,10 @@ so a state is never served from memory for a key another worker may have changed
 
 from __future__ import annotations
 
+import contextvars
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 import faust
@@ -41,26 +42,33 @@ def delete(table: faust.Table, partition: int, key: bytes) -> Awaitable | None:
     return table.send_changelog(partition, key, None, value_serializer="raw")
 
 
+T = TypeVar("T")
+
+
 class TakenPartitions:
     """Table writes after a take of several records. Faust's RocksDB store files a write under
-    the partition of the stream's current event, which a take leaves to the stream's background
-    reader; a write for `partition` is made, without yielding to that reader, with a taken
-    event of the partition as the current one. (Faust has no public way to say which partition
-    a store write belongs to.)"""
+    the partition of the current event, which a take leaves unset (and a read made while one is
+    set looks in that partition only). A write for `partition` runs in a copy of the context
+    with a taken event of that partition as the current one, so nothing leaks into later reads
+    of the stage; the stream's own note of its current event, which its background reader
+    uses, is put back at once. (Faust has no public way to say which partition a store write
+    belongs to.)"""
 
     def __init__(self, stream: faust.StreamT, events: list[faust.EventT]) -> None:
         self._stream = stream
         self._events = {event.message.partition: event for event in events}
 
-    @contextmanager
-    def writing(self, partition: int) -> Iterator[None]:
-        """Synchronous writes only inside: the reader must never see the borrowed event."""
+    def write(self, partition: int, write: Callable[[], T]) -> T:
+        """`write()` (synchronous) as if processing an event of `partition`."""
+        def as_in_partition() -> T:
+            self._stream._set_current_event(self._events[partition])
+            return write()
+
         before = self._stream.current_event
-        self._stream._set_current_event(self._events[partition])
         try:
-            yield
+            return contextvars.copy_context().run(as_in_partition)
         finally:
-            self._stream._set_current_event(before)
+            self._stream.current_event = before
 
 
 class State(Protocol):
@@ -93,11 +101,8 @@ class CachedStates(Generic[S]):
 
     def put_all(self, states: dict[str, S], taken: TakenPartitions) -> list[Awaitable]:
         """Write every state of a take; the deliveries of their changelog records."""
-        sent = []
-        for key, state in states.items():
-            with taken.writing(self._partition_of(key)):
-                sent.append(self.put(key, state))
-        return sent
+        return [taken.write(self._partition_of(key), partial(self.put, key, state))
+                for key, state in states.items()]
 
     def put(self, key: str, state: S) -> Awaitable:
         """Write `state` to the table (call from the stream of the key's partition); the

@@ -2,9 +2,11 @@
 
 from dataclasses import dataclass
 
+import faust
 import orjson
+from faust.streams import current_event
 
-from streams.state_cache import CachedStates, delete, write
+from streams.state_cache import CachedStates, TakenPartitions, delete, write
 
 
 class Table(dict):
@@ -69,3 +71,24 @@ def test_a_write_and_a_delete_reach_the_store_and_the_changelog():
     assert delete(table, 3, b"k") == "delivery of b'k'" and b"k" not in table
     assert delete(table, 3, b"k") is None
     assert table.changelog == [(3, b"k", b"v"), (3, b"k", None)]
+
+
+class Event:
+    def __init__(self, partition):
+        self.message = type("Message", (), {"partition": partition})()
+
+
+def test_a_write_for_a_partition_sees_its_event_and_leaves_no_trace_in_the_caller():
+    """A read after the write must not be confined to the borrowed event's partition (Faust's
+    RocksDB store reads only the current event's partition when one is set)."""
+    app = faust.App("test-taken-partitions")
+    stream = app.stream(app.channel())
+    drainers_event = Event(0)
+    stream.current_event = drainers_event  # what the stream's background reader last set
+    taken = TakenPartitions(stream, [Event(1), Event(2)])
+
+    seen = taken.write(2, lambda: current_event().message.partition)
+
+    assert seen == 2
+    assert current_event() is None
+    assert stream.current_event is drainers_event

@@ -1,0 +1,81 @@
+"""The faults beyond SIGKILL (`make chaos`): a second worker taking over from the changelogs,
+the broker stopped and started mid-stream, a worker restarted with every table rebuilt from its
+changelog alone. The same check as tests/integration/test_chaos.py: nothing lost, doubled or
+changed against the batch computation. Known to fail intermittently today (see docs/chaos.md).
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+from tests.integration.conftest import _free_port
+from tests.integration.test_chaos import (
+    KILLS,
+    SEED,
+    Expected,
+    _simulate,
+    assert_as_if_nothing_happened,
+    kill_and_restart,
+    send,
+)
+from tests.integration.test_event_time_through_the_broker import CreditReader
+
+
+@pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
+def test_kills_then_a_takeover_by_a_second_worker_change_nothing(
+        settings, start_worker, tmp_path, store):
+    settings = replace(settings, store=store)
+    lines = _simulate(tmp_path, "log", 1500, SEED)
+    expected = Expected(lines)
+    reader = CreditReader(settings)
+    worker = start_worker(settings)
+    stream = send(settings, lines, rate=1500)
+    worker = kill_and_restart(worker, start_worker, random.Random(SEED), KILLS, [])
+    stream.join()
+    second = start_worker(replace(settings, data_dir=tmp_path / "second", web_port=_free_port()),
+                          name="second")
+    worker.process.kill()  # the second worker takes every partition over from the changelogs
+    worker.process.wait()
+
+    assert_as_if_nothing_happened(settings, expected, reader)
+    assert second.get("/ready")[0] == 200
+
+
+def _stack(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "personify.cli", "stack", *args, "--only", "kafka"],
+                   check=True, timeout=300, capture_output=True)
+
+
+def test_a_broker_stopped_and_started_mid_stream_changes_nothing(settings, start_worker,
+                                                                 tmp_path):
+    status = subprocess.run([sys.executable, "-m", "personify.cli", "stack", "status"],
+                            capture_output=True, text=True, timeout=60).stdout
+    if "started by personify" not in status.split("kafka", 1)[-1].splitlines()[0]:
+        pytest.fail("this test stops and starts the broker: run it on the local stack "
+                    "(`make test` starts it)")
+    lines = _simulate(tmp_path, "log", 1000, SEED + 2)
+    expected = Expected(lines)
+    reader = CreditReader(settings)
+    worker = start_worker(settings)
+    stream = send(settings, lines, rate=1500)
+    time.sleep(2)
+    _stack("down")
+    down = time.monotonic()
+    deadline = down + 20
+    while worker.get("/ready")[0] != 503 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert worker.get("/ready")[0] == 503
+    _stack("up")
+    stream.join()
+    while worker.get("/ready")[0] != 200 and time.monotonic() < down + 120:
+        time.sleep(0.5)
+    print(f"\nbroker down → worker ready again: {time.monotonic() - down:.1f} s")
+
+    assert_as_if_nothing_happened(settings, expected, reader)
+    assert worker.process.poll() is None and worker.get("/ready")[0] == 200
