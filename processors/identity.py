@@ -367,9 +367,11 @@ def step_device(
     """Add a batch of one device's events; return the new state and what to send.
 
     A copy of a kept event (same kind and event id) changes nothing. Every person whose share
-    changed gets a `Claim`; refusals and drops are reported for the events of this batch.
+    changed gets a `Claim`; refusals are reported for the links of this batch, and a touch is
+    reported dropped in the step that drops it (a later link can expire a touch kept pending
+    before), whatever the batches.
     """
-    state = state or DeviceState()
+    state = previous = state or DeviceState()
     views = {v.event_id: v for v in state.views}
     links = {(link.via, link.event_id): link for link in state.links}
     outputs: list[DeviceOutput] = []
@@ -416,8 +418,11 @@ def step_device(
                               config=config)
     outputs.extend(LinkRefused(decisions.refused[e], e) for e in new_links
                    if e in decisions.refused)
-    outputs.extend(TouchDropped(decisions.dropped[e], e) for e in new_touches
-                   if e in decisions.dropped)
+    dropped_before = derive_device(
+        anonymous_id, previous, session_timeout_ms=session_timeout_ms,
+        config=config).dropped if previous.views else {}
+    outputs.extend(TouchDropped(reason, e) for e, reason in decisions.dropped.items()
+                   if e not in dropped_before)
     sent = dict(state.sent)
     for person in sorted({*sent, *decisions.claims}):
         claim = decisions.claims.get(person) or Claim(person, anonymous_id, None, ())

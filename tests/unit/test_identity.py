@@ -295,3 +295,18 @@ def test_a_person_keeps_their_earliest_linked_devices_up_to_the_cap():
     claims = {"d3": Claim("u1", "d3", 30, ()), "d1": Claim("u1", "d1", 10, ()),
               "d2": Claim("u1", "d2", 20, ()), "dx": Claim("u1", "dx", None, ())}
     assert accepted_devices(claims, config) == ("d1", "d2")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=1, max_value=8), st.randoms(use_true_random=False))
+def test_each_dropped_touch_is_reported_once_whatever_the_batches_and_order(batch, rng):
+    """A touch kept pending until a link expires it is counted once, in the step of the link,
+    however the device's events are batched and ordered."""
+    events = [view("v-old", 0), *(view(f"v{i}", LOOKBACK + i * TIMEOUT * 2) for i in range(6)),
+              signup("s1", LOOKBACK + 20 * TIMEOUT)]
+    rng.shuffle(events)
+    assert _dropped(run(events, batch=batch)[1]) == [("v-old", PENDING_EXPIRED)]
+
+
+def _dropped(outputs):
+    return sorted((o.event_id, o.reason) for o in outputs if isinstance(o, TouchDropped))
