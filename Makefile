@@ -11,7 +11,8 @@ unit:        ## the fast tier only (no servers needed)
 	bash scripts/venv.sh && .venv/bin/python -m pytest tests/unit -q
 
 chaos:       ## 20 SIGKILLs, a takeover, a broker stop and start, on the local stack (docs/chaos.md)
-	bash scripts/chaos.sh $(ARGS)
+	PERSONIFY_CHAOS_KILLS=$${PERSONIFY_CHAOS_KILLS:-20} \
+	PERSONIFY_TEST_PATHS="tests/integration/test_chaos.py tests/chaos" bash scripts/test.sh -s $(ARGS)
 
 bench:       ## the benchmarks of bench/ on the local stack
 	bash scripts/venv.sh && .venv/bin/python -m bench $(ARGS)

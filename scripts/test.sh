@@ -15,4 +15,5 @@ trap stop_started EXIT
 echo "==> starting the local stack (Kafka, Redis, Prometheus) unless it is running"
 .venv/bin/personify stack up --started-file "$started"
 echo "==> unit and integration tests"
-.venv/bin/python -m pytest tests --ignore=tests/chaos -p no:cacheprovider "$@"
+# shellcheck disable=SC2086  # the paths are words on purpose
+.venv/bin/python -m pytest ${PERSONIFY_TEST_PATHS:-tests --ignore=tests/chaos} -p no:cacheprovider "$@"
