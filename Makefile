@@ -12,7 +12,7 @@ unit:        ## the fast tier only (no servers needed)
 
 chaos:       ## 20 SIGKILLs, a takeover, a broker stop and start, on the local stack (docs/chaos.md)
 	PERSONIFY_CHAOS_KILLS=$${PERSONIFY_CHAOS_KILLS:-20} \
-	PERSONIFY_TEST_PATHS="tests/integration/test_chaos.py tests/chaos" bash scripts/test.sh -s $(ARGS)
+	PERSONIFY_TEST_PATHS="tests/chaos" bash scripts/test.sh -s $(ARGS)
 
 bench:       ## the benchmarks of bench/ on the local stack
 	bash scripts/venv.sh && .venv/bin/python -m bench $(ARGS)

@@ -1,6 +1,6 @@
 """The faults beyond SIGKILL (`make chaos`): a second worker taking over from the changelogs,
 the broker stopped and started mid-stream, a worker restarted with every table rebuilt from its
-changelog alone. The same check as tests/integration/test_chaos.py: nothing lost, doubled or
+changelog alone. The same check as tests/chaos/test_kills.py: nothing lost, doubled or
 changed against the batch computation. Known to fail intermittently today (see docs/chaos.md).
 """
 
@@ -14,8 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.integration.conftest import _free_port
-from tests.integration.test_chaos import (
+from tests.chaos.test_kills import (
     KILLS,
     SEED,
     Expected,
@@ -24,6 +23,7 @@ from tests.integration.test_chaos import (
     kill_and_restart,
     send,
 )
+from tests.integration.conftest import _free_port
 from tests.integration.test_event_time_through_the_broker import CreditReader
 
 

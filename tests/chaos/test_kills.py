@@ -1,8 +1,8 @@
 """SIGKILLs of the worker at random moments during a replay and during a live stream of a log
 with defective events: afterwards the resolved credits, the latest profiles and the dead
 letters equal the batch computation of the same log, record by record, and the worker is
-healthy. `make test` kills 3 times (PERSONIFY_CHAOS_KILLS); `make chaos` 20 times, and adds the
-faults of tests/chaos/. Every process is started and stopped by pid, on loopback.
+healthy. `make chaos` kills 20 times (PERSONIFY_CHAOS_KILLS, 3 when run by hand). Every process
+is started and stopped by pid, on loopback.
 """
 
 from __future__ import annotations
