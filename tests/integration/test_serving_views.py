@@ -92,8 +92,8 @@ def _eventually(check, timeout_s=60):
         time.sleep(0.5)
 
 
-def test_views_answer_who_the_person_is_and_catch_up_after_redis_was_down(
-        settings, start_worker, redis_server):
+def _ada_paid_once(settings, start_worker, redis_server):
+    """A worker on the test's Redis, and ada's visit, signup and first payment in its views."""
     settings = replace(settings, redis_url=redis_server.url)
     worker = start_worker(settings)
     start = int(time.time() * 1000) - 10 * HOUR_MS
@@ -101,6 +101,12 @@ def test_views_answer_who_the_person_is_and_catch_up_after_redis_was_down(
                                                            5_000)])
     assert _eventually(lambda: _get(worker, "/persons/ada")[1].get("lifetime_revenue_minor")
                        == 5_000)
+    return settings, worker, start
+
+
+def test_views_answer_who_the_person_is_and_catch_up_after_redis_was_down(
+        settings, start_worker, redis_server):
+    settings, worker, start = _ada_paid_once(settings, start_worker, redis_server)
     status, person = _get(worker, "/persons/ada")
     assert status == 200
     assert person["anonymous_ids"] == ["dev-1"] and person["segment"] == "Enterprise"
@@ -125,13 +131,7 @@ def test_views_answer_who_the_person_is_and_catch_up_after_redis_was_down(
 
 def test_a_redis_that_lost_its_data_gets_the_views_back_from_kafka_by_itself(
         settings, start_worker, redis_server, tmp_path):
-    settings = replace(settings, redis_url=redis_server.url)
-    worker = start_worker(settings)
-    start = int(time.time() * 1000) - 10 * HOUR_MS
-    produce(settings, [*_events(settings, start), _payment(settings, "pay-1", start + 2 * HOUR_MS,
-                                                           5_000)])
-    assert _eventually(lambda: _get(worker, "/persons/ada")[1].get("lifetime_revenue_minor")
-                       == 5_000)
+    settings, worker, start = _ada_paid_once(settings, start_worker, redis_server)
     rebuilds = worker.metric("personify_view_rebuilds_total")
     assert rebuilds == 1  # the Redis was new: views built from the (then empty) topics
 
