@@ -14,11 +14,12 @@ as the touches it usually follows, so it rarely overtakes them and corrections s
 Nothing waits for anything: correctness rests on event time and corrections
 (processors/person.py).
 
-Each stage waits until its outputs are delivered before it writes its state, and until its
-state's changelog records are delivered before it takes the next input: a crash in between
-re-reads the input, steps the same state again and re-sends the very same records (consumers
-de-duplicate them by key); a state is never ahead of what it sent, and an input is never
-committed ahead of the state it made.
+Each stage waits until its outputs are delivered, then until its state changes are in the
+changelog, and only then writes its local store and takes the next input
+(streams/state_cache.py): a crash in between re-reads the input, steps the same state again
+and re-sends the very same records (consumers de-duplicate them by key); a state is never ahead
+of what it sent, a local store never ahead of its changelog, and an input never committed
+ahead of the state it made.
 """
 
 from __future__ import annotations
@@ -69,8 +70,13 @@ from processors.views import aggregate_writes, credit_writes, profile_writes
 from schemas.events import PageView, Signup
 from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
-from streams.operations import RepeatLimiter, broker_reachable, limit_repeated_logs
-from streams.state_cache import CachedStates, TakenPartitions
+from streams.operations import (
+    RepeatLimiter,
+    broker_reachable,
+    committed_only_when_done,
+    limit_repeated_logs,
+)
+from streams.state_cache import CachedStates, TableWrites, TakenPartitions
 from streams.views import revenue_share_of_top
 
 BATCH_MAX_EVENTS = 2000
@@ -162,14 +168,18 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         """Decode and validate a batch of inputs; forward the valid events in batches. (No
         table is written here: Faust refuses table writes inside `take`.)"""
         async for events in stream.take_events(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
-            sent: list[Awaitable] = []
-            for event in events:
-                try:
-                    await validate(event, sent)
-                except Exception as exc:  # noqa: BLE001 - the stream must outlive any record
-                    sent.append(await dead_letter_failure(event, exc))
-            await to_devices.send(sent)
-            await delivered(sent)
+            with committed_only_when_done(events):
+                await validate_all(events)
+
+    async def validate_all(events: list[faust.EventT]) -> None:
+        sent: list[Awaitable] = []
+        for event in events:
+            try:
+                await validate(event, sent)
+            except Exception as exc:  # noqa: BLE001 - the stream must outlive any record
+                sent.append(await dead_letter_failure(event, exc))
+        await to_devices.send(sent)
+        await delivered(sent)
 
     async def validate(event: faust.EventT, sent: list[Awaitable]) -> None:
         msg = event.message
@@ -209,22 +219,28 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         """Each device once per take, over the events of every record taken: under load a
         take holds many records, so the round trips to the broker do not grow with them."""
         async for events in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
-            sent: list[Awaitable] = []
-            by_key: dict[str, tuple[faust.EventT, list[dict]]] = {}
-            for event, items in await batch_items(events, sent):
-                for key, item in items:
-                    by_key.setdefault(key, (event, []))[1].append(item)
-            changed: dict[str, DeviceState] = {}
-            for key, (event, key_items) in by_key.items():
-                try:
-                    state = await stitch(key, [messages.decode(i) for i in key_items], sent)
-                    if state is not None:
-                        changed[key] = state
-                except Exception as exc:  # noqa: BLE001
-                    sent.append(await dead_letter_failure(event, exc, key, key_items))
-            await to_persons.send(sent)
-            await delivered(sent)
-            await delivered(devices.put_all(changed, TakenPartitions(stream, events)))
+            with committed_only_when_done(events):
+                await stitch_all(stream, events)
+
+    async def stitch_all(stream: faust.StreamT, events: list[faust.EventT]) -> None:
+        sent: list[Awaitable] = []
+        by_key: dict[str, tuple[faust.EventT, list[dict]]] = {}
+        for event, items in await batch_items(events, sent):
+            for key, item in items:
+                by_key.setdefault(key, (event, []))[1].append(item)
+        changed: dict[str, DeviceState] = {}
+        for key, (event, key_items) in by_key.items():
+            try:
+                state = await stitch(key, [messages.decode(i) for i in key_items], sent)
+                if state is not None:
+                    changed[key] = state
+            except Exception as exc:  # noqa: BLE001
+                sent.append(await dead_letter_failure(event, exc, key, key_items))
+        await to_persons.send(sent)
+        await delivered(sent)
+        writes = TableWrites()
+        devices.put_all(changed, writes)
+        await writes.apply(TakenPartitions(stream, events))
 
     async def stitch(key: str, sourced: list, sent: list[Awaitable]) -> DeviceState | None:
         """One device's events of a batch (or a user's billing, passed on); the new state, or
@@ -264,38 +280,44 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         """Each record's persons stepped in turn, but delivered once per take; the
         aggregates fold each record's outputs once (streams/aggregate_store.py)."""
         async for events in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
-            sent: list[Awaitable] = []
-            changed: dict[str, PersonState] = {}
-            folds: defaultdict[int, list[tuple[int, list]]] = defaultdict(list)
-            profiles: dict[str, dict] = {}
-            for event, items in await batch_items(events, sent):
-                measured: list = []
-                for key, key_items in grouped(items).items():
-                    try:
-                        before = changed.get(key) or persons.get(key)
-                        state, outputs = step_person(
-                            before, [messages.decode(i) for i in key_items], person_id=key,
-                            config=config, now_ms=wall_ms())
-                        for output in outputs:
-                            await execute(key, output, sent, profiles)
-                        measured.extend(outputs)
-                        if state is not before:
-                            changed[key] = state
-                    except Exception as exc:  # noqa: BLE001
-                        sent.append(await dead_letter_failure(event, exc, key, key_items))
-                folds[event.message.partition].append((event.message.offset, measured))
-            for key, record in profiles.items():
-                sent.append(await topics.profiles.send(key=key.encode(),
-                                                       value=orjson.dumps(record)))
-                pipeline.views.queue(profile_writes(record))
-            await delivered(sent)
-            taken = TakenPartitions(stream, events)
-            folded: list[Awaitable] = []
-            for partition, records in folds.items():
-                folded += taken.write(partition, partial(pipeline.aggregates.fold, partition,
-                                                         records))
-            await delivered(folded)
-            await delivered(persons.put_all(changed, taken))
+            with committed_only_when_done(events):
+                await credit_all(stream, events)
+
+    async def credit_all(stream: faust.StreamT, events: list[faust.EventT]) -> None:
+        sent: list[Awaitable] = []
+        changed: dict[str, PersonState] = {}
+        folds: defaultdict[int, list[tuple[int, list]]] = defaultdict(list)
+        profiles: dict[str, dict] = {}
+        for event, items in await batch_items(events, sent):
+            measured: list = []
+            for key, key_items in grouped(items).items():
+                try:
+                    before = changed.get(key) or persons.get(key)
+                    state, outputs = step_person(
+                        before, [messages.decode(i) for i in key_items], person_id=key,
+                        config=config, now_ms=wall_ms())
+                    for output in outputs:
+                        await execute(key, output, sent, profiles)
+                    measured.extend(outputs)
+                    if state is not before:
+                        changed[key] = state
+                except Exception as exc:  # noqa: BLE001
+                    sent.append(await dead_letter_failure(event, exc, key, key_items))
+            folds[event.message.partition].append((event.message.offset, measured))
+        for key, record in profiles.items():
+            sent.append(await topics.profiles.send(key=key.encode(),
+                                                   value=orjson.dumps(record)))
+            pipeline.views.queue(profile_writes(record))
+        await delivered(sent)
+        # The aggregates before the persons: a person state that survives a crash makes
+        # its re-read input a duplicate that measures nothing, so what it measured must
+        # already be folded.
+        taken, folded, stepped = TakenPartitions(stream, events), TableWrites(), TableWrites()
+        for partition, records in folds.items():
+            pipeline.aggregates.fold(partition, records, folded)
+        await folded.apply(taken)
+        persons.put_all(changed, stepped)
+        await stepped.apply(taken)
 
     @app.on_partitions_revoked.connect
     async def forget_partition_state(app: faust.App, revoked, **kwargs) -> None:

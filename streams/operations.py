@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import faust
 
@@ -18,6 +21,8 @@ STOP_DEADLINE_S = 6.0
 """A stop that takes longer (the Kafka client waits a minute for a broker that is gone) ends
 the process: it is as safe as a crash, which every stage is built to survive."""
 REPEAT_WINDOW_S = 30.0
+EXIT_STAGE_FAILED = 70
+"""The exit code of a worker whose stage met a failure it cannot handle (EX_SOFTWARE)."""
 
 
 async def broker_reachable(bootstrap: str) -> bool:
@@ -33,6 +38,31 @@ async def broker_reachable(bootstrap: str) -> bool:
         writer.close()
         return True
     return False
+
+
+@contextmanager
+def committed_only_when_done(events: list[faust.EventT]) -> Iterator[None]:
+    """Let the offsets of a take be committed only if the body around it completes.
+
+    Faust acks a take's events as soon as the loop body is left, also by an exception or a
+    cancellation, and its commit may then skip over a lone unacknowledged offset. A reference
+    held for the time of the body makes Faust's ack count only once the body completed: a stop
+    in the middle leaves the take uncommitted, so it is read again. A failure the stage cannot
+    handle (a delivery the broker refused) ends the process before anything else is committed:
+    as safe as a crash, which every stage survives, and its supervisor starts it again.
+    """
+    for event in events:
+        event.message.incref()
+    try:
+        yield
+    except Exception:
+        log.critical("a stage failed half-way through %d records; exiting so that they are "
+                     "read again", len(events), exc_info=True)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(EXIT_STAGE_FAILED)
+    for event in events:
+        event.message.decref()
 
 
 class BoundedStopApp(faust.App):

@@ -1,11 +1,15 @@
-"""Table writes the caller can wait for, and a table of versioned JSON states with the decoded
-states of recently used keys in memory.
+"""The table writes of a stage, in the order that survives a crash; and a table of versioned
+JSON states with the decoded states of recently used keys in memory.
 
-Faust sends a table change to its changelog from a buffer, and its commit flushes that buffer
-only as long as it keeps moving (it gives up after 0.1 s): under load a commit can cover
-inputs whose state changes never reached the changelog, and a worker that restores from the
-changelog after a crash then misses them for good. `write` and `delete` change the store and
-return the changelog record's delivery, so a stage awaits its state before it moves on.
+A stage's changes reach the changelog before the local store, and both before the stage takes
+its next input (so before its inputs are committed). A local store is therefore never ahead of
+the changelog: a worker killed half-way re-reads its input, steps the state it restored and
+sends everything again, and whoever restores from the changelog alone (a worker taking the
+partitions over, or the in-memory store) sees every change the committed inputs made. Written
+the other way round, a restarted worker would find the change in its local store, take the
+re-read input for a duplicate and never send the change to the changelog, which a takeover
+then misses for good. Faust sends table changes from a buffer that its commit flushes only
+while it keeps moving (it gives up after 0.1 s), so the stage awaits the deliveries itself.
 
 Decoding a person's state (journey, frozen weights as exact fractions, payments) costs more
 than the step that uses it, and a person or device is often stepped again soon. The table stays
@@ -16,31 +20,14 @@ so a state is never served from memory for a key another worker may have changed
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 import faust
 import orjson
-
-
-def write(table: faust.Table, partition: int, key: bytes, value: bytes) -> Awaitable:
-    """Store `value` and send it to the changelog's `partition` (the one whose stream owns the
-    key: a stage that takes several records at once has no current event to ask); the
-    changelog record's delivery."""
-    table.data[key] = value
-    return table.send_changelog(partition, key, value)
-
-
-def delete(table: faust.Table, partition: int, key: bytes) -> Awaitable | None:
-    """Remove `key` and send its tombstone; None when there was nothing to remove."""
-    if key not in table.data:
-        return None
-    del table.data[key]
-    return table.send_changelog(partition, key, None, value_serializer="raw")
-
 
 T = TypeVar("T")
 
@@ -71,6 +58,44 @@ class TakenPartitions:
             self._stream.current_event = before
 
 
+class TableWrites:
+    """The table changes of one take, applied in the order that survives a crash (see the
+    module's docstring): `apply` sends them all to the changelogs, waits until the broker has
+    every one, then writes the local stores."""
+
+    def __init__(self) -> None:
+        self._changes: list[tuple[faust.Table, int, bytes, bytes | None]] = []
+
+    def put(self, table: faust.Table, partition: int, key: bytes, value: bytes) -> None:
+        """Set `key` of `table`, whose changelog partition `partition` owns it."""
+        self._changes.append((table, partition, key, value))
+
+    def delete(self, table: faust.Table, partition: int, key: bytes) -> None:
+        self._changes.append((table, partition, key, None))
+
+    async def apply(self, taken: TakenPartitions) -> None:
+        changes, self._changes = self._changes, []
+        if not changes:
+            return
+        await asyncio.gather(*(
+            table.send_changelog(partition, key, value, value_serializer="raw")
+            for table, partition, key, value in changes))
+        by_partition: defaultdict[int, list[tuple[faust.Table, bytes, bytes | None]]] = \
+            defaultdict(list)
+        for table, partition, key, value in changes:
+            by_partition[partition].append((table, key, value))
+        for partition, writes in by_partition.items():
+            taken.write(partition, lambda writes=writes: _store(writes))
+
+
+def _store(writes: list[tuple[faust.Table, bytes, bytes | None]]) -> None:
+    for table, key, value in writes:
+        if value is not None:
+            table.data[key] = value
+        elif key in table.data:
+            del table.data[key]
+
+
 class State(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -99,17 +124,12 @@ class CachedStates(Generic[S]):
         self._remember(key, state)
         return state
 
-    def put_all(self, states: dict[str, S], taken: TakenPartitions) -> list[Awaitable]:
-        """Write every state of a take; the deliveries of their changelog records."""
-        return [taken.write(self._partition_of(key), partial(self.put, key, state))
-                for key, state in states.items()]
-
-    def put(self, key: str, state: S) -> Awaitable:
-        """Write `state` to the table (call from the stream of the key's partition); the
-        delivery of its changelog record."""
-        self._remember(key, state)
-        return write(self._table, self._partition_of(key), key.encode(),
-                     orjson.dumps(state.to_dict()))
+    def put_all(self, states: dict[str, S], writes: TableWrites) -> None:
+        """Add every state of a take to `writes`; they are served from memory at once."""
+        for key, state in states.items():
+            self._remember(key, state)
+            writes.put(self._table, self._partition_of(key), key.encode(),
+                       orjson.dumps(state.to_dict()))
 
     def forget(self) -> None:
         self._recent.clear()

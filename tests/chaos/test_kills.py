@@ -129,7 +129,8 @@ def _differences(got: dict, expected: dict) -> str:
 def assert_as_if_nothing_happened(settings, expected: Expected, reader: CreditReader) -> None:
     credits = reader.read_until(expected.credits, timeout_s=300)
     assert credits == expected.credits, _differences(credits, expected.credits)
-    assert read_profiles_until(settings, expected.profiles, timeout_s=60) == expected.profiles
+    profiles = read_profiles_until(settings, expected.profiles, timeout_s=60)
+    assert profiles == expected.profiles, _differences(profiles, expected.profiles)
     positions, reasons = dead_letter_positions(settings)
     assert len(positions) == expected.dead_letters
     assert "processing_error" not in reasons and "duplicate_event_id" not in reasons

@@ -1,10 +1,21 @@
-"""The worker's behaviour around failures: log floods held back, the broker probe."""
+"""The worker's behaviour around failures: log floods held back, the broker probe, a take's
+offsets committed only when its stage completed it."""
 
 import asyncio
 import logging
 import socket
+import subprocess
+import sys
 
-from streams.operations import RepeatLimiter, broker_reachable
+import pytest
+from faust.types.tuples import Message
+
+from streams.operations import (
+    EXIT_STAGE_FAILED,
+    RepeatLimiter,
+    broker_reachable,
+    committed_only_when_done,
+)
 
 
 def _record(name, msg, level=logging.ERROR, args=()):
@@ -50,3 +61,52 @@ def test_the_broker_probe_tells_a_listening_server_from_a_closed_port():
         port = server.getsockname()[1]
         assert asyncio.run(broker_reachable(f"127.0.0.1:1,127.0.0.1:{port}"))
     assert not asyncio.run(broker_reachable(f"127.0.0.1:{port}"))
+
+
+class Event:
+    def __init__(self, offset):
+        self.message = Message("t", 0, offset, 0.0, 0, None, b"k", b"v", None)
+        self.message.incref()  # the take's own reference, dropped by its ack
+
+
+def take(events, body):
+    """What Faust's take does: run the body, then ack every event however the body ended; the
+    offsets whose ack was final (committable)."""
+    try:
+        with committed_only_when_done(events):
+            body()
+    finally:
+        for event in events:
+            event.message.ack(consumer=None)
+    return [event.message.offset for event in events if event.message.acked]
+
+
+def test_a_completed_take_is_acknowledged():
+    assert take([Event(1), Event(2)], lambda: None) == [1, 2]
+
+
+def test_a_take_stopped_half_way_is_not_acknowledged_so_it_is_read_again():
+    def cancelled():
+        raise asyncio.CancelledError
+
+    events = [Event(1), Event(2)]
+    with pytest.raises(asyncio.CancelledError):
+        take(events, cancelled)
+    assert not any(event.message.acked for event in events)
+    assert take(events, lambda: None) == [1, 2]  # read again and completed
+
+
+def test_a_take_that_fails_ends_the_process_before_anything_is_committed():
+    program = """
+import logging
+from streams.operations import committed_only_when_done
+logging.basicConfig()
+with committed_only_when_done([]):
+    raise RuntimeError("delivery refused")
+print("went on")
+"""
+    ended = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                           timeout=60)
+    assert ended.returncode == EXIT_STAGE_FAILED
+    assert "went on" not in ended.stdout
+    assert "exiting so that they are read again" in ended.stderr
