@@ -1,21 +1,24 @@
 """Rolling aggregates per person-events partition, kept in memory and mirrored to a table.
 
-The table key starts with the partition (DESIGN.md §9), and records are written from the
-stream of that very partition, so changelog records land where the key's owner restores them.
-A whole aggregate is large, so each fold rewrites only the small records it changed: one per
+The table key starts with the partition, and records are written for the changelog partition
+of that very partition, so changelog records land where the key's owner restores them. A whole
+aggregate is large, so each fold rewrites only the small records it changed: one per
 (partition, hour or "all", measure group), where a group is a measure (or one model's
-attributed revenue).
+attributed revenue), and last a head holding the clock and the last person-events offset
+folded.
 
-Exactly once across crashes: the persons' states are written after the aggregate, and the
-aggregate remembers the last person-events offset it folded, so a record replayed after a crash
-is folded once whichever of the writes survived.
-`fold` returns the deliveries of its changelog records, which the stage awaits.
+Exactly once across crashes. The persons' states are written after the aggregate (a person
+state that survived makes its re-read input measure nothing), and a record replayed after a
+crash is folded only if it is past the head's offset. A crash can cut a fold's writes short,
+leaving some group records ahead of the head: each group record carries the offset it was
+folded to and its cells before that fold, so a load rolls such records back to what the head
+stands for, and the replay folds them once. `fold` adds its records to the stage's table writes
+(streams/state_cache.py), which reach the changelog in the order they were added.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable
 from functools import cache
 
 import faust
@@ -30,7 +33,7 @@ from processors.aggregates import (
     bucket_changes,
     fold_many,
 )
-from streams.state_cache import delete, write
+from streams.state_cache import TableWrites
 
 ALL = "all"
 
@@ -60,32 +63,30 @@ class AggregateStore:
             self._states[partition] = self._load(partition)
         return self._states[partition]
 
-    def fold(self, partition: int, records: list[tuple[int, list]]) -> list[Awaitable]:
+    def fold(self, partition: int, records: list[tuple[int, list]], writes: TableWrites) -> None:
         """Fold the outputs of the person steps of each `(offset, outputs)` record in, those
-        not folded before; call from the stream of `partition`. The changelog deliveries."""
+        not folded before, and add the changed table records to `writes`."""
         before = self.state(partition)
         folded = self._folded.get(partition, -1)
         fresh = [(offset, outputs) for offset, outputs in records if offset > folded]
         if not fresh:
-            return []
+            return
         offset = max(offset for offset, _ in fresh)
         after = fold_many(before, [o for _, outputs in fresh for o in outputs], self._config)
         if after is before:
-            return []
-        sent: list[Awaitable | None] = []
+            return
         changes = bucket_changes(before, after)
         for hour, cells in changes.written.items():
-            sent += self._write(partition, str(hour), before.buckets.get(hour, {}), cells)
+            self._write(writes, partition, offset, str(hour), before.buckets.get(hour, {}),
+                        cells)
         for hour in changes.dropped:
             for group in _grouped(before.buckets[hour]):
-                sent.append(delete(self._table, partition,
-                                   f"{partition}|{hour}|{group}".encode()))
-        sent += self._write(partition, ALL, before.all_time, after.all_time)
+                writes.delete(self._table, partition, f"{partition}|{hour}|{group}".encode())
+        self._write(writes, partition, offset, ALL, before.all_time, after.all_time)
         self._folded[partition] = offset
-        sent.append(write(self._table, partition, f"{partition}|head".encode(),
-                          orjson.dumps({"clock": after.clock_ms, "offset": offset})))
+        writes.put(self._table, partition, f"{partition}|head".encode(),
+                   orjson.dumps({"clock": after.clock_ms, "offset": offset}))
         self._states[partition] = after
-        return [delivery for delivery in sent if delivery is not None]
 
     def keep_only(self, partitions: set[int]) -> list[Aggregate]:
         """The aggregates of the partitions this worker owns now; forget the others (another
@@ -95,25 +96,34 @@ class AggregateStore:
             self._folded.pop(partition, None)
         return [self.state(partition) for partition in sorted(partitions)]
 
-    def _write(self, partition: int, scope: str, before: Cells, after: Cells) -> list[Awaitable]:
+    def _write(self, writes: TableWrites, partition: int, offset: int, scope: str,
+               before: Cells, after: Cells) -> None:
         old = _grouped(before)
-        return [write(self._table, partition, f"{partition}|{scope}|{group}".encode(),
-                      orjson.dumps(cells))
-                for group, cells in _grouped(after).items() if old.get(group) != cells]
+        for group, cells in _grouped(after).items():
+            if old.get(group) != cells:
+                record = {"offset": offset, "cells": cells, "before": old.get(group, {})}
+                writes.put(self._table, partition, f"{partition}|{scope}|{group}".encode(),
+                           orjson.dumps(record))
 
     def _load(self, partition: int) -> Aggregate:
         prefix = f"{partition}|".encode()
-        clock, all_time, buckets = None, {}, defaultdict(dict)
+        head: dict = {"clock": None, "offset": -1}
+        groups: list[tuple[str, dict]] = []
         for key, value in self._table.items():
-            if not key.startswith(prefix):
-                continue
-            parts = key.decode().split("|", 2)
-            if parts[1] == "head":
-                head = orjson.loads(value)
-                clock = head["clock"]
-                self._folded[partition] = head["offset"]
-            elif parts[1] == ALL:
-                all_time.update(orjson.loads(value))
-            else:
-                buckets[int(parts[1])].update(orjson.loads(value))
-        return Aggregate(clock, all_time, dict(buckets))
+            if key.startswith(prefix):
+                scope = key.decode().split("|", 2)[1]
+                if scope == "head":
+                    head = orjson.loads(value)
+                else:
+                    record = orjson.loads(value)
+                    if "cells" not in record:  # written before records carried their offset
+                        record = {"offset": -1, "cells": record}
+                    groups.append((scope, record))
+        all_time: dict[str, int] = {}
+        buckets: defaultdict[int, dict[str, int]] = defaultdict(dict)
+        for scope, record in groups:
+            cells = record["cells"] if record["offset"] <= head["offset"] else record["before"]
+            (all_time if scope == ALL else buckets[int(scope)]).update(cells)
+        self._folded[partition] = head["offset"]
+        return Aggregate(head["clock"], all_time,
+                         {hour: cells for hour, cells in buckets.items() if cells})
