@@ -52,6 +52,7 @@ class Expected:
 
     def __init__(self, lines: list[dict]) -> None:
         config, now = PipelineConfig(), time.time_ns() // 1_000_000
+        self.now_ms = now
         events = []
         for line in lines:
             if "value" in line:
