@@ -4,7 +4,7 @@
 demo:        ## the main job: local stack + worker + simulated population + the answer
 	bash scripts/demo.sh $(ARGS)
 
-test:        ## every test, unit and integration, against the real local stack
+test:        ## every test (unit, integration, short chaos) against the real local stack
 	bash scripts/test.sh $(ARGS)
 
 unit:        ## the fast tier only (no servers needed)

@@ -14,6 +14,6 @@ stop_started() {
 trap stop_started EXIT
 echo "==> starting the local stack (Kafka, Redis, Prometheus) unless it is running"
 .venv/bin/personify stack up --started-file "$started"
-echo "==> unit and integration tests"
+echo "==> unit, integration and chaos tests (3 kills each; \`make chaos\` for 20)"
 # shellcheck disable=SC2086  # the paths are words on purpose
-.venv/bin/python -m pytest ${PERSONIFY_TEST_PATHS:-tests --ignore=tests/chaos} -p no:cacheprovider "$@"
+.venv/bin/python -m pytest ${PERSONIFY_TEST_PATHS:-tests} -p no:cacheprovider "$@"
