@@ -72,8 +72,8 @@ from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
 from streams.operations import (
     RepeatLimiter,
+    Takes,
     broker_reachable,
-    committed_only_when_done,
     limit_repeated_logs,
 )
 from streams.state_cache import CachedStates, TableWrites, TakenPartitions
@@ -143,6 +143,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                            to_devices.partition_of)
     persons = CachedStates(tables.persons, PersonState.from_dict, STATES_CACHED,
                            to_persons.partition_of)
+    takes = Takes()
 
     async def dead_letter(key: bytes | None, raw: bytes, topic: str, partition: int, offset: int,
                           reason: str, message: str) -> Awaitable:
@@ -168,7 +169,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         """Decode and validate a batch of inputs; forward the valid events in batches. (No
         table is written here: Faust refuses table writes inside `take`.)"""
         async for events in stream.take_events(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
-            with committed_only_when_done(events):
+            with takes.working_on(events):
                 await validate_all(events)
 
     async def validate_all(events: list[faust.EventT]) -> None:
@@ -219,7 +220,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         """Each device once per take, over the events of every record taken: under load a
         take holds many records, so the round trips to the broker do not grow with them."""
         async for events in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
-            with committed_only_when_done(events):
+            with takes.working_on(events):
                 await stitch_all(stream, events)
 
     async def stitch_all(stream: faust.StreamT, events: list[faust.EventT]) -> None:
@@ -280,7 +281,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         """Each record's persons stepped in turn, but delivered once per take; the
         aggregates fold each record's outputs once (streams/aggregate_store.py)."""
         async for events in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
-            with committed_only_when_done(events):
+            with takes.working_on(events):
                 await credit_all(stream, events)
 
     async def credit_all(stream: faust.StreamT, events: list[faust.EventT]) -> None:
@@ -321,6 +322,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
 
     @app.on_partitions_revoked.connect
     async def forget_partition_state(app: faust.App, revoked, **kwargs) -> None:
+        await takes.settled()
         devices.forget()
         persons.forget()
 

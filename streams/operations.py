@@ -65,6 +65,41 @@ def committed_only_when_done(events: list[faust.EventT]) -> Iterator[None]:
         event.message.decref()
 
 
+class Takes:
+    """The takes the stages are working on. Faust does not wait for them when partitions are
+    revoked (waiting for every buffered event would hold a stop up), so a take finished late
+    could write a partition's state after the partition's next owner restored it, and that
+    stale state would then be the newest in the changelog. A rebalance waits for them here."""
+
+    SETTLE_TIMEOUT_S = 30.0
+
+    def __init__(self) -> None:
+        self._working = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    @contextmanager
+    def working_on(self, events: list[faust.EventT]) -> Iterator[None]:
+        """A take in progress, committed only when done (`committed_only_when_done`)."""
+        self._working += 1
+        self._settled.clear()
+        try:
+            with committed_only_when_done(events):
+                yield
+        finally:
+            self._working -= 1
+            if not self._working:
+                self._settled.set()
+
+    async def settled(self) -> None:
+        """Return once no take is in progress (or after SETTLE_TIMEOUT_S, said in the log)."""
+        try:
+            await asyncio.wait_for(self._settled.wait(), self.SETTLE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("partitions revoked while a take is still in progress after %.0f s",
+                        self.SETTLE_TIMEOUT_S)
+
+
 class BoundedStopApp(faust.App):
     """A Faust app whose stop cannot take longer than STOP_DEADLINE_S."""
 

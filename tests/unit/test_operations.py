@@ -13,6 +13,7 @@ from faust.types.tuples import Message
 from streams.operations import (
     EXIT_STAGE_FAILED,
     RepeatLimiter,
+    Takes,
     broker_reachable,
     committed_only_when_done,
 )
@@ -110,3 +111,23 @@ print("went on")
     assert ended.returncode == EXIT_STAGE_FAILED
     assert "went on" not in ended.stdout
     assert "exiting so that they are read again" in ended.stderr
+
+
+def test_a_rebalance_waits_for_the_takes_in_progress():
+    async def run():
+        takes, finished = Takes(), []
+
+        async def stage(seconds):
+            with takes.working_on([Event(seconds)]):
+                await asyncio.sleep(seconds)
+                finished.append(seconds)
+
+        stages = [asyncio.create_task(stage(s)) for s in (0.05, 0.1)]
+        await asyncio.sleep(0)
+        await takes.settled()
+        settled_after = list(finished)
+        await asyncio.gather(*stages)
+        await asyncio.wait_for(takes.settled(), 1)  # nothing in progress: at once
+        return settled_after
+
+    assert asyncio.run(run()) == [0.05, 0.1]
