@@ -13,11 +13,17 @@ import random
 from collections.abc import Callable
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
 
 from processors.config import PipelineConfig
 from processors.validation import Rejection, decode
-from tests.chaos.test_kills import SEED, Expected, _simulate, assert_as_if_nothing_happened, send
+from tests.chaos.test_kills import (
+    SEED,
+    Expected,
+    _simulate,
+    assert_as_if_nothing_happened,
+    dead_letters,
+    send,
+)
 from tests.integration.conftest import producer
 from tests.integration.test_event_time_through_the_broker import CreditReader
 
@@ -110,21 +116,6 @@ def produce_positions(settings, messages) -> dict[tuple[str, int, int], tuple[by
         client.poll(0)
     assert client.flush(60) == 0
     return positions
-
-
-def dead_letters(settings) -> list[dict]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "hostile",
-                         "enable.auto.commit": False})
-    topic, records = settings.topics.dead_letters, []
-    for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-        end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
-        consumer.assign([TopicPartition(topic, partition, 0)])
-        while end and (message := consumer.poll(5.0)) is not None:
-            records.append(orjson.loads(message.value()))
-            if message.offset() + 1 >= end:
-                break
-    consumer.close()
-    return records
 
 
 def test_hostile_messages_on_every_input_topic_are_dead_lettered_once_and_change_nothing(

@@ -101,24 +101,27 @@ def send(settings, lines, rate: float | None = None) -> threading.Thread:
     return thread
 
 
-def dead_letter_positions(settings) -> tuple[set, set]:
-    """Distinct source positions of the dead letters, and their reasons."""
+def dead_letters(settings) -> list[dict]:
+    """Every record of the dead-letter topic."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "chaos",
                          "enable.auto.commit": False})
-    topic, positions, reasons = settings.topics.dead_letters, set(), set()
+    topic, records = settings.topics.dead_letters, []
     for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
         end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
-        if end == 0:
-            continue
         consumer.assign([TopicPartition(topic, partition, 0)])
-        while (message := consumer.poll(5.0)) is not None:
-            record = orjson.loads(message.value())
-            positions.add((record["topic"], record["partition"], record["offset"]))
-            reasons.add(record["reason"])
+        while end and (message := consumer.poll(5.0)) is not None:
+            records.append(orjson.loads(message.value()))
             if message.offset() + 1 >= end:
                 break
     consumer.close()
-    return positions, reasons
+    return records
+
+
+def dead_letter_positions(settings) -> tuple[set, set]:
+    """Distinct source positions of the dead letters, and their reasons."""
+    records = dead_letters(settings)
+    return ({(r["topic"], r["partition"], r["offset"]) for r in records},
+            {r["reason"] for r in records})
 
 
 def _differences(got: dict, expected: dict) -> str:
