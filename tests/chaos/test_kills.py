@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import replace
 
 import orjson
@@ -130,8 +131,11 @@ def assert_as_if_nothing_happened(settings, expected: Expected, reader: CreditRe
     profiles = read_profiles_until(settings, expected.profiles, timeout_s=60)
     assert profiles == expected.profiles, _differences(profiles, expected.profiles)
     records = dead_letters(settings)
-    positions = {(r["topic"], r["partition"], r["offset"]) for r in records}
-    assert len(positions) == expected.dead_letters
+    positions = {(r["topic"], r["partition"], r["offset"]): r for r in records}
+    assert len(positions) == expected.dead_letters, (
+        f"seed {SEED}: {len(positions)} dead letters, {expected.dead_letters} expected; by "
+        f"reason {Counter(r['reason'] for r in positions.values())}; past validation "
+        f"{[r for r in positions.values() if r['reason'].startswith(('refund', 'processing'))]}")
     assert not {"processing_error", "duplicate_event_id"} & {r["reason"] for r in records}
     retracts = sum(1 for r in reader.records if r.get("op") == "retract")
     print(f"\nseed {SEED}: {len(credits)} credits and {len(profiles)} profiles equal to the "
