@@ -168,7 +168,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def validate_events(stream: faust.StreamT) -> None:
         """Decode and validate a batch of inputs; forward the valid events in batches. (No
         table is written here: Faust refuses table writes inside `take`.)"""
-        async for events in stream.take_events(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
+        async for taken in stream.take_events(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
+            events = await takes.admit(taken)
             with takes.working_on(events):
                 await validate_all(events)
 
@@ -219,7 +220,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def stitch_identities(stream: faust.StreamT) -> None:
         """Each device once per take, over the events of every record taken: under load a
         take holds many records, so the round trips to the broker do not grow with them."""
-        async for events in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
+        async for taken in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
+            events = await takes.admit(taken)
             with takes.working_on(events):
                 await stitch_all(stream, events)
 
@@ -280,7 +282,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def credit_revenue(stream: faust.StreamT) -> None:
         """Each record's persons stepped in turn, but delivered once per take; the
         aggregates fold each record's outputs once (streams/aggregate_store.py)."""
-        async for events in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
+        async for taken in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
+            events = await takes.admit(taken)
             with takes.working_on(events):
                 await credit_all(stream, events)
 
@@ -322,9 +325,13 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
 
     @app.on_partitions_revoked.connect
     async def forget_partition_state(app: faust.App, revoked, **kwargs) -> None:
-        await takes.settled()
+        await takes.revoked(revoked)
         devices.forget()
         persons.forget()
+
+    @app.on_partitions_assigned.connect
+    async def own_partitions(app: faust.App, assigned, **kwargs) -> None:
+        takes.assigned(assigned)
 
     async def execute(key: str, output: object, sent: list[Awaitable],
                       profiles: dict[str, dict]) -> None:

@@ -66,10 +66,16 @@ def committed_only_when_done(events: list[faust.EventT]) -> Iterator[None]:
 
 
 class Takes:
-    """The takes the stages are working on. Faust does not wait for them when partitions are
-    revoked (waiting for every buffered event would hold a stop up), so a take finished late
-    could write a partition's state after the partition's next owner restored it, and that
-    stale state would then be the newest in the changelog. A rebalance waits for them here."""
+    """The takes the stages work on, and the partitions they may work on.
+
+    Faust does not wait for a take in progress when partitions are revoked (waiting for every
+    buffered event would hold a stop up), and a take buffered before a rebalance still holds
+    events of partitions that now belong to another worker. Processed here, they would write
+    state the next owner has already restored, or read state the store has dropped; and that
+    stale state would be the newest in the changelog. So a revocation waits for the takes in
+    progress and holds new ones back until the assignment is known, and a take keeps only the
+    events of partitions this worker still owns: the others are left uncommitted, for their
+    owner to read again."""
 
     SETTLE_TIMEOUT_S = 30.0
 
@@ -77,6 +83,20 @@ class Takes:
         self._working = 0
         self._settled = asyncio.Event()
         self._settled.set()
+        self._assigned = asyncio.Event()
+        self._owned: set = set()
+
+    async def admit(self, events: list[faust.EventT]) -> list[faust.EventT]:
+        """The events of `events` this worker may process, once the assignment is known. The
+        others are never acknowledged here (their new owner reads them again), nor is any of
+        them if a stop cancels the wait."""
+        for event in events:
+            event.message.incref()
+        await self._assigned.wait()
+        kept = [event for event in events if event.message.tp in self._owned]
+        for event in kept:
+            event.message.decref()
+        return kept
 
     @contextmanager
     def working_on(self, events: list[faust.EventT]) -> Iterator[None]:
@@ -91,13 +111,20 @@ class Takes:
             if not self._working:
                 self._settled.set()
 
-    async def settled(self) -> None:
-        """Return once no take is in progress (or after SETTLE_TIMEOUT_S, said in the log)."""
+    async def revoked(self, partitions: set) -> None:
+        """Hold new takes back, and return once none is in progress (or after
+        SETTLE_TIMEOUT_S, said in the log)."""
+        self._assigned.clear()
+        self._owned -= set(partitions)
         try:
             await asyncio.wait_for(self._settled.wait(), self.SETTLE_TIMEOUT_S)
         except TimeoutError:
             log.warning("partitions revoked while a take is still in progress after %.0f s",
                         self.SETTLE_TIMEOUT_S)
+
+    def assigned(self, partitions: set) -> None:
+        self._owned = set(partitions)
+        self._assigned.set()
 
 
 class BoundedStopApp(faust.App):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from faust.types.tuples import Message
+from faust.types.tuples import TP, Message
 
 from streams.operations import (
     EXIT_STAGE_FAILED,
@@ -113,21 +113,63 @@ print("went on")
     assert "exiting so that they are read again" in ended.stderr
 
 
-def test_a_rebalance_waits_for_the_takes_in_progress():
+def event(partition, offset=0):
+    e = Event(offset)
+    e.message.tp = TP("t", partition)
+    return e
+
+
+def test_a_revocation_waits_for_the_takes_in_progress_and_holds_new_ones_back():
     async def run():
-        takes, finished = Takes(), []
+        takes, log = Takes(), []
+        takes.assigned({TP("t", 0), TP("t", 1)})
 
-        async def stage(seconds):
-            with takes.working_on([Event(seconds)]):
+        async def stage(name, seconds, events):
+            admitted = await takes.admit(events)
+            log.append((name, "admitted", [e.message.tp.partition for e in admitted]))
+            with takes.working_on(admitted):
                 await asyncio.sleep(seconds)
-                finished.append(seconds)
+            log.append((name, "done"))
 
-        stages = [asyncio.create_task(stage(s)) for s in (0.05, 0.1)]
+        first = asyncio.create_task(stage("first", 0.05, [event(0)]))
         await asyncio.sleep(0)
-        await takes.settled()
-        settled_after = list(finished)
-        await asyncio.gather(*stages)
-        await asyncio.wait_for(takes.settled(), 1)  # nothing in progress: at once
-        return settled_after
+        await takes.revoked({TP("t", 0), TP("t", 1)})
+        log.append(("revoked",))
+        second = asyncio.create_task(stage("second", 0, [event(0), event(1)]))
+        await asyncio.sleep(0.01)
+        log.append(("assigned",))
+        takes.assigned({TP("t", 1)})
+        await asyncio.gather(first, second)
+        return log
 
-    assert asyncio.run(run()) == [0.05, 0.1]
+    assert asyncio.run(run()) == [
+        ("first", "admitted", [0]), ("first", "done"), ("revoked",), ("assigned",),
+        ("second", "admitted", [1]), ("second", "done")]
+
+
+def test_events_of_a_partition_given_away_are_never_acknowledged_here():
+    async def run():
+        takes = Takes()
+        takes.assigned({TP("t", 1)})
+        kept, gone = event(1), event(0)
+        assert await takes.admit([kept, gone]) == [kept]
+        with takes.working_on([kept]):
+            pass
+        for e in (kept, gone):
+            e.message.ack(consumer=None)
+        return kept.message.acked, gone.message.acked
+
+    assert asyncio.run(run()) == (True, False)
+
+
+def test_a_take_cancelled_while_waiting_for_the_assignment_is_not_acknowledged():
+    async def run():
+        takes, events = Takes(), [event(0)]
+        waiting = asyncio.create_task(takes.admit(events))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        events[0].message.ack(consumer=None)
+        return events[0].message.acked
+
+    assert asyncio.run(run()) is False
