@@ -12,7 +12,9 @@ Labels are the outputs' own: a credit's segment is the person's as of the revenu
 customer's as of their conversion, so segment-level averages mix the two when traits change
 after conversion. Corrections arrive as outputs too (a retracted credit's negated amounts, a
 conversion or movement with `sign` -1), so adding keeps every cell equal to the current
-credits. MRR moved before the person converted stays on `Unattributed`.
+credits. MRR belongs to customers: movements come from the conversion on, under the acquisition
+channel and the person's current segment, so a channel × segment's all-time MRR is the sum of
+its customers' MRR (processors/person.py `MrrMovement`).
 
 Event time, not wall clock: the aggregate's clock is the newest event time folded so far, so a
 backfill of old data fills the windows it belongs to. Events are kept in hour buckets covering
@@ -266,7 +268,8 @@ def _bound_label(duration_ms: int) -> str:
 
 
 def _movement_increments(movement: MrrMovement) -> Increments:
-    """A movement of a person not converted yet belongs to `Unattributed`."""
+    """A movement's cells; one taken back from before conversions carried it has no channel
+    and counted on `Unattributed`."""
     segment, kind, sign = movement.segment, movement.kind, movement.sign
     channel = movement.acquisition_channel or UNATTRIBUTED
     delta = sign * movement.delta_reporting_minor

@@ -181,8 +181,14 @@ class Converted:
 
 @dataclass(frozen=True, slots=True)
 class MrrMovement:
-    """A change of the person's total MRR; `delta_reporting_minor` is signed. `sign` -1 takes
-    back one emitted before."""
+    """A change of a customer's total MRR; `delta_reporting_minor` is signed. `sign` -1 takes
+    back one emitted before.
+
+    MRR belongs to customers and adds up by acquisition channel and segment: a person's
+    movements are emitted once they convert (those before the conversion at that moment, with
+    their own times), all under the acquisition channel and the person's current segment. So
+    the all-time MRR of a channel × segment is the sum of its customers' MRR, and when the
+    conversion or the segment is corrected every movement moves along with it."""
 
     person_id: str
     event_id: str
@@ -194,7 +200,8 @@ class MrrMovement:
     reporting_currency: str
     segment: str
     acquisition_channel: str | None
-    """None while the person has not converted."""
+    """None only when taking back a movement that an earlier version of the worker emitted
+    before the person converted (it counted on `Unattributed`)."""
     sign: int = 1
 
 
@@ -434,7 +441,7 @@ def _emit(state: PersonState, causes: set[CorrectionCause], claimed: set[str],
     if first_credited is None and emitted:
         first_credited = now_ms
     converted = _converted(state, basis, segment_at, outputs)
-    movements = _movements(state, facts, basis, segment_at, outputs, config)
+    movements = _movements(state, facts, basis, outputs, config)
     state = replace(state, basis=basis, emitted=emitted, first_credited_ms=first_credited,
                     converted=converted, movements=movements)
     outputs.extend(LinkRefused(PERSON_ANONYMOUS_ID_CAP, anonymous_id)
@@ -464,19 +471,19 @@ def _converted(state: PersonState, basis: Basis | None, segment_at: Any,
     return key
 
 
-def _movements(state: PersonState, facts: Facts, basis: Basis | None, segment_at: Any,
+def _movements(state: PersonState, facts: Facts, basis: Basis | None,
                outputs: list[PersonOutput], config: PipelineConfig
                ) -> dict[str, tuple[str, int, int, str | None, str]]:
     currency = config.attribution.reporting_currency
     by_id = {c.event_id: c for c in facts.changes}
     current: dict[str, tuple[str, int, int, str | None, str]] = {}
-    for step in mrr_steps(facts.changes, config.attribution):
-        if step.kind is not None:
-            ts = step.change.ts
-            channel = (basis.acquisition_channel
-                       if basis is not None and ts >= basis.conversion_ts else None)
-            current[step.change.event_id] = (step.kind, step.delta_reporting_minor,
-                                             step.mrr_reporting_minor, channel, segment_at(ts))
+    if basis is not None:
+        segment = segment_of(traits_as_of(facts.signups), config.segments)
+        for step in mrr_steps(facts.changes, config.attribution):
+            if step.kind is not None:
+                current[step.change.event_id] = (step.kind, step.delta_reporting_minor,
+                                                 step.mrr_reporting_minor,
+                                                 basis.acquisition_channel, segment)
     for event_id in sorted({*state.movements, *current}):
         old, new = state.movements.get(event_id), current.get(event_id)
         if old == new:

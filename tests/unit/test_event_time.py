@@ -16,7 +16,7 @@ from collections import defaultdict, deque
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.aggregates import AggregateConfig, fold_many
+from processors.aggregates import MRR, AggregateConfig, CellKey, fold_many
 from processors.attribution import AttributionConfig
 from processors.channels import ChannelConfig
 from processors.config import PipelineConfig
@@ -177,6 +177,26 @@ def test_any_race_of_the_stages_ends_with_the_batch_computation(log, seed, max_b
     assert _sums(raced) == _sums(expected)  # summing every record gives the current credits
     assert _all_time(raced) == _all_time(expected)
     assert _profiles(raced) == _profiles(expected)
+    assert _mrr_cells(raced) == _customers_mrr(raced)
+
+
+def _mrr_cells(pipeline: Pipeline) -> dict:
+    """All-time MRR by (channel, segment), as the metrics, views and API read it."""
+    cells = {}
+    for key, value in _all_time(pipeline).items():
+        cell = CellKey.parse(key)
+        if cell.measure == MRR:
+            cells[cell.channel, cell.segment] = value
+    return cells
+
+
+def _customers_mrr(pipeline: Pipeline) -> dict:
+    """The same from the latest profiles, as the report reads them: customers only."""
+    totals: dict = defaultdict(int)
+    for profile in _profiles(pipeline).values():
+        if profile["conversion_ts"] is not None and profile["mrr_minor"]:
+            totals[profile["acquisition_channel"], profile["segment"]] += profile["mrr_minor"]
+    return dict(totals)
 
 
 @settings(max_examples=100, deadline=None)

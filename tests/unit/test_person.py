@@ -210,16 +210,35 @@ def test_devices_beyond_the_persons_cap_give_no_anonymous_touches():
     assert LinkRefused(PERSON_ANONYMOUS_ID_CAP, "a1") in outputs
 
 
-def test_a_late_subscription_change_corrects_the_movements_after_it():
-    def change(event_id, ts, mrr):
-        return billing(SubscriptionChange(event_id, ts, "u1", "sub", "pro", mrr, "USD"))
+def change(event_id, ts, mrr):
+    return billing(SubscriptionChange(event_id, ts, "u1", "sub", "pro", mrr, "USD"))
 
-    state, first = run([change("c2", T0 + 2 * DAY_MS, 3000)])
+
+def moves(outputs):
+    return [(m.event_id, m.kind, m.delta_reporting_minor, m.acquisition_channel, m.segment,
+             m.sign) for m in outputs if isinstance(m, MrrMovement)]
+
+
+def test_a_late_subscription_change_corrects_the_movements_after_it():
+    state, first = run([pay("p1"), change("c2", T0 + 2 * DAY_MS, 3000)])
     _, late = run([change("c1", T0 + DAY_MS, 1000)], state=state)
-    moves = [(m.event_id, m.kind, m.delta_reporting_minor, m.sign)
-             for m in first + late if isinstance(m, MrrMovement)]
-    assert moves == [("c2", "new", 3000, 1), ("c1", "new", 1000, 1),
-                     ("c2", "new", 3000, -1), ("c2", "expansion", 2000, 1)]
+    assert [(e, k, d, sign) for e, k, d, _, _, sign in moves(first + late)] == [
+        ("c2", "new", 3000, 1), ("c1", "new", 1000, 1), ("c2", "new", 3000, -1),
+        ("c2", "expansion", 2000, 1)]
+
+
+def test_mrr_waits_for_the_conversion_then_follows_its_channel_and_the_current_segment():
+    """So a channel × segment's MRR is the sum of its customers' MRR: a subscription started
+    before the first payment does not count on Unattributed and later churn on the channel."""
+    state, before = run([claim("a1", T0 - 5 * DAY_MS, SEARCH), change("c1", T0 - DAY_MS, 2000)])
+    assert moves(before) == []
+    state, converted = run([pay("p1")], state=state)
+    assert moves(converted) == [("c1", "new", 2000, "Organic Search", "Unknown", 1)]
+    state, bigger = run([signup("s1", T0 + DAY_MS, company_size=500)], state=state)
+    assert moves(bigger) == [("c1", "new", 2000, "Organic Search", "Unknown", -1),
+                             ("c1", "new", 2000, "Organic Search", "Mid-Market", 1)]
+    _, churned = run([change("c2", T0 + 2 * DAY_MS, 0)], state=state)
+    assert moves(churned) == [("c2", "churn", -2000, "Organic Search", "Mid-Market", 1)]
 
 
 def test_signups_are_counted_once_however_often_they_arrive():
