@@ -31,7 +31,7 @@ from personify.send import SendSummary, cli_client, send_file
 from personify.settings import PROJECT_ROOT, Settings
 from personify.stack import services
 from personify.stack.topics import ensure_topics
-from processors.report import CreditBook, ProfileBook, build_report
+from processors.report import MIN_CUSTOMERS, CreditBook, ProfileBook, build_report
 from streams.config_files import load_pipeline_config
 
 DEFAULT_PEOPLE = 20_000
@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT,
                         help="where to write the HTML report (default reports/"
                              "personify-report.html)")
+    parser.add_argument("--min-customers", type=int, default=MIN_CUSTOMERS,
+                        help="segments and channels with fewer customers are marked low "
+                             f"confidence and never ranked first (default {MIN_CUSTOMERS})")
     parser.add_argument("--stall-timeout", type=float, default=180.0,
                         help="give up when the worker makes no progress for this many seconds")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -111,7 +114,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     with phases.phase("report", "the answer"):
         title = (f"{args.people:,} people simulated over {args.days} days (seed {args.seed}): "
                  f"{sent.delivered:,} events")
-        answer(settings, profiles, credits, truth, movements, title=title, html_path=args.report)
+        answer(settings, profiles, credits, truth, movements, title=title, html_path=args.report,
+               min_customers=args.min_customers)
     print(where_to_look(settings, args.report))
     if not complete:
         print("\nthe pipeline did not finish in time: the answer above is partial")
@@ -266,13 +270,14 @@ def read_outputs(settings: Settings, credit_reader: TopicReader, credits: Credit
 
 
 def answer(settings: Settings, profiles: ProfileBook, credits: CreditBook, truth: Truth,
-           movements: dict[str, int], *, title: str, html_path: Path) -> None:
+           movements: dict[str, int], *, title: str, html_path: Path,
+           min_customers: int = MIN_CUSTOMERS) -> None:
     """Print the report and write it as HTML, in the pipeline's reporting currency."""
     config = load_pipeline_config(settings).attribution
     report = build_report(
         profiles, credits, models=config.models, currency=config.reporting_currency,
         exponent=config.currency_table[config.reporting_currency].exponent,
-        truth=truth.people, mrr_movements=movements)
+        truth=truth.people, mrr_movements=movements, min_customers=min_customers)
     print(render_text(report, title=title))
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(render_html(report, title=title, footer=(

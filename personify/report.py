@@ -211,10 +211,22 @@ def _best_customers(report: Report) -> list[str]:
     lines += ["", *text_table(
         ["segment", "customers", "of customers", f"revenue {report.currency}", "of revenue",
          "LTV", "MRR"],
-        [[r.segment, f"{r.customers:,}", percent(r.customer_share), money(r.revenue_minor, x),
-          percent(r.revenue_share), money(r.ltv_minor, x), money(r.mrr_minor, x)]
-         for r in report.segments])]
+        [[_marked(r.segment, r.low_confidence), f"{r.customers:,}", percent(r.customer_share),
+          money(r.revenue_minor, x), percent(r.revenue_share), money(r.ltv_minor, x),
+          money(r.mrr_minor, x)]
+         for r in report.segments]), *_small_numbers_note(report, report.segments)]
     return lines
+
+
+def _marked(name: str, low_confidence: bool) -> str:
+    return f"{name} *" if low_confidence else name
+
+
+def _small_numbers_note(report: Report, rows) -> list[str]:
+    if not any(row.low_confidence for row in rows):
+        return []
+    return [f"  * fewer than {report.min_customers} customers: low confidence, never ranked "
+            "first."]
 
 
 def _acquiring(report: Report) -> list[ChannelRow]:
@@ -233,10 +245,11 @@ def _channels(report: Report) -> list[str]:
     lines += ["", *text_table(
         ["#", "channel", "customers", f"revenue {report.currency}", "of revenue", "LTV", "MRR",
          "median d", "p90 d"],
-        [[str(place), r.channel, f"{r.customers:,}", money(r.revenue_minor, x),
-          percent(r.revenue_share), money(r.ltv_minor or 0, x), money(r.mrr_minor, x),
-          *_conversion_cells(r.conversion)]
-         for place, r in enumerate(_acquiring(report), start=1)], left=2)]
+        [[str(place), _marked(r.channel, r.low_confidence), f"{r.customers:,}",
+          money(r.revenue_minor, x), percent(r.revenue_share), money(r.ltv_minor or 0, x),
+          money(r.mrr_minor, x), *_conversion_cells(r.conversion)]
+         for place, r in enumerate(_acquiring(report), start=1)], left=2),
+        *_small_numbers_note(report, _acquiring(report))]
     return lines
 
 
@@ -440,11 +453,17 @@ def _html_best_customers(report: Report) -> list[str]:
                               ("share of customers", "share of revenue")),
               _html_table(["segment", "customers", "of customers", f"revenue {cur}",
                            "of revenue", f"LTV {cur}", f"MRR {cur}"],
-                          [[r.segment, f"{r.customers:,}", percent(r.customer_share),
-                            money(r.revenue_minor, x), percent(r.revenue_share),
-                            money(r.ltv_minor, x), money(r.mrr_minor, x)]
-                           for r in report.segments])]
+                          [[_marked(r.segment, r.low_confidence), f"{r.customers:,}",
+                            percent(r.customer_share), money(r.revenue_minor, x),
+                            percent(r.revenue_share), money(r.ltv_minor, x),
+                            money(r.mrr_minor, x)]
+                           for r in report.segments]),
+              *_html_small_numbers(report, report.segments)]
     return lines
+
+
+def _html_small_numbers(report: Report, rows) -> list[str]:
+    return [f"<p>{_e(line.strip())}</p>" for line in _small_numbers_note(report, rows)]
 
 
 def _html_channels(report: Report) -> list[str]:
@@ -460,13 +479,16 @@ def _html_channels(report: Report) -> list[str]:
         "<h2>Where did they come from?</h2>",
         "<p>Acquisition channel = the first touch of the customer's journey. Average LTV "
         f"({cur}) by acquisition channel:</p>",
-        bars_svg([(r.channel, r.ltv_minor or 0, money(r.ltv_minor or 0, x)) for r in acquiring]),
+        bars_svg([(_marked(r.channel, r.low_confidence), r.ltv_minor or 0,
+                   f"{money(r.ltv_minor or 0, x)} (n={r.customers:,})") for r in acquiring]),
         _html_table(["#", "channel", "customers", f"revenue {cur}", "of revenue", f"LTV {cur}",
                      f"MRR {cur}", "median days", "p90 days"],
-                    [[place, r.channel, f"{r.customers:,}", money(r.revenue_minor, x),
-                      percent(r.revenue_share), money(r.ltv_minor or 0, x),
-                      money(r.mrr_minor, x), *_conversion_cells(r.conversion)]
+                    [[place, _marked(r.channel, r.low_confidence), f"{r.customers:,}",
+                      money(r.revenue_minor, x), percent(r.revenue_share),
+                      money(r.ltv_minor or 0, x), money(r.mrr_minor, x),
+                      *_conversion_cells(r.conversion)]
                      for place, r in enumerate(acquiring, start=1)]),
+        *_html_small_numbers(report, acquiring),
         f"<h3>Attributed revenue by model ({cur})</h3><p>Rows in LTV order; the number after "
         "# is the channel's rank under that model.</p>",
         _html_table(["channel", *(MODEL_LABELS.get(m, m) for m in report.models)],

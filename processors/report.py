@@ -14,6 +14,10 @@ Rules, so every figure can be recomputed by hand:
 - **LTV** is lifetime revenue over customers, rounded half away from zero to a minor unit.
 - The **top share** is the ceiling of `top_percent` % of the customers, richest first.
 - The **power segment** is the segment with the highest LTV: the few who bring the most each.
+- **Small numbers**: a segment or channel with fewer than `min_customers` customers (default
+  `MIN_CUSTOMERS`) is `low_confidence`. Its figures are shown with their n and marked, but it
+  never leads a ranking: channels rank by LTV among the confident ones first, and the power
+  segment is chosen among confident segments only (none when no segment has enough).
 - **Percentiles** are nearest-rank (the value at rank ⌈p·n/100⌉ of the sorted values), so every
   figure is a real customer's; the median of an even count is the lower middle.
 - **Time to conversion** is `conversion_ts − first_touch_ts`, over customers whose first touch
@@ -36,6 +40,9 @@ from processors.ledger import Ledger
 from processors.segments import SEGMENTS
 
 TOP_PERCENT = 20
+MIN_CUSTOMERS = 10
+"""Below this many customers a segment's or channel's averages are low-confidence: one large
+deal can make a channel of three customers look like the best."""
 CURVE_POINTS = 100
 """The concentration curve is sampled at this many customer ranks at most."""
 
@@ -138,6 +145,8 @@ class SegmentRow:
     customer_share: float
     revenue_share: float
     ltv_minor: int
+    low_confidence: bool
+    """Fewer customers than the report's minimum: marked, never the power segment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +179,8 @@ class ChannelRow:
     attributed_minor: Mapping[str, int]
     """Model → revenue credited to this channel's touches (payments minus refunds)."""
     conversion: ConversionTime | None
+    low_confidence: bool
+    """Fewer customers than the report's minimum: marked, ranked after the confident ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +265,8 @@ class Report:
     models: tuple[str, ...]
     people: int
     """Known persons (profiles), customers or not."""
+    min_customers: int
+    """Segments and channels with fewer customers are low-confidence."""
     concentration: Concentration
     segments: tuple[SegmentRow, ...]
     """By revenue, largest first."""
@@ -329,7 +342,8 @@ def conversion_time(customers: Iterable[Customer]) -> ConversionTime | None:
     return ConversionTime(len(durations), percentile(durations, 50), percentile(durations, 90))
 
 
-def segment_rows(customers: Sequence[Customer]) -> tuple[SegmentRow, ...]:
+def segment_rows(customers: Sequence[Customer],
+                 min_customers: int = MIN_CUSTOMERS) -> tuple[SegmentRow, ...]:
     """Customers, revenue, LTV and MRR by segment, largest revenue first."""
     total_revenue = sum(c.revenue_minor for c in customers)
     rows = []
@@ -341,7 +355,8 @@ def segment_rows(customers: Sequence[Customer]) -> tuple[SegmentRow, ...]:
             mrr_minor=sum(c.mrr_minor for c in members),
             customer_share=_share(len(members), len(customers)),
             revenue_share=_share(revenue, total_revenue),
-            ltv_minor=mean_minor(revenue, len(members))))
+            ltv_minor=mean_minor(revenue, len(members)),
+            low_confidence=len(members) < min_customers))
     return tuple(sorted(rows, key=lambda r: (-r.revenue_minor, _segment_order(r.segment))))
 
 
@@ -359,15 +374,17 @@ def concentration(customers: Sequence[Customer], segments: Sequence[SegmentRow],
     count = len(revenues)
     ranks = sorted({count * step // points for step in range(points + 1)}) if count else [0]
     curve = tuple((_share(rank, count), _share(running[rank], total)) for rank in ranks)
-    power = max(segments, key=lambda r: (r.ltv_minor, r.revenue_minor), default=None)
+    power = max((r for r in segments if not r.low_confidence),
+                key=lambda r: (r.ltv_minor, r.revenue_minor), default=None)
     return Concentration(customers=count, revenue_minor=total, top_percent=top_percent,
                          top_customers=top, top_revenue_share=_share(running[top], total),
                          power_segment=power, curve=curve)
 
 
-def channel_rows(customers: Sequence[Customer], ledger: Ledger,
-                 models: Sequence[str]) -> tuple[ChannelRow, ...]:
-    """Every channel that acquired a customer or was credited by a model, by LTV."""
+def channel_rows(customers: Sequence[Customer], ledger: Ledger, models: Sequence[str],
+                 min_customers: int = MIN_CUSTOMERS) -> tuple[ChannelRow, ...]:
+    """Every channel that acquired a customer or was credited by a model: by LTV among those
+    with enough customers, then by LTV among the low-confidence ones, then the rest."""
     by_channel = _group(customers, lambda c: c.acquisition_channel)
     credited = {channel for _, channel in ledger.by_model_channel}
     total_revenue = sum(c.revenue_minor for c in customers)
@@ -383,10 +400,11 @@ def channel_rows(customers: Sequence[Customer], ledger: Ledger,
             revenue_share=_share(revenue, total_revenue),
             ltv_minor=mean_minor(revenue, len(members)) if members else None,
             attributed_minor={m: ledger.by_model_channel.get((m, channel), 0) for m in models},
-            conversion=conversion_time(members)))
+            conversion=conversion_time(members),
+            low_confidence=len(members) < min_customers))
     first_model = models[0] if models else None
     return tuple(sorted(rows, key=lambda r: (
-        r.ltv_minor is None, -(r.ltv_minor or 0),
+        r.ltv_minor is None, r.low_confidence, -(r.ltv_minor or 0),
         -r.attributed_minor.get(first_model, 0) if first_model else 0, r.channel)))
 
 
@@ -443,14 +461,14 @@ def compare_with_truth(customers: Sequence[Customer], truth: Iterable[TruthPerso
 def build_report(profiles: ProfileBook, credits: CreditBook, *, models: Sequence[str],
                  currency: str, exponent: int, truth: Iterable[TruthPerson] | None = None,
                  mrr_movements: Mapping[str, int] | None = None,
-                 top_percent: int = TOP_PERCENT) -> Report:
+                 top_percent: int = TOP_PERCENT, min_customers: int = MIN_CUSTOMERS) -> Report:
     """Every table of the report from the two books (and the truth, when there is one)."""
     customers = customers_of(profiles.latest.values())
-    segments = segment_rows(customers)
-    channels = channel_rows(customers, credits.ledger, models)
+    segments = segment_rows(customers, min_customers)
+    channels = channel_rows(customers, credits.ledger, models, min_customers)
     return Report(
         currency=currency, exponent=exponent, models=tuple(models),
-        people=len(profiles.latest),
+        people=len(profiles.latest), min_customers=min_customers,
         concentration=concentration(customers, segments, top_percent),
         segments=segments, channels=channels,
         matrix=channel_segment_matrix(customers, channels),

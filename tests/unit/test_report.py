@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from personify.report import money, render_html, render_text
 from processors.report import (
+    MIN_CUSTOMERS,
     ChannelDifference,
     CreditBook,
     ProfileBook,
@@ -102,7 +103,9 @@ def books() -> tuple[ProfileBook, CreditBook]:
 
 
 def report(**kwargs):
+    """The hand-computed report of five customers (small numbers allowed to rank)."""
     profiles, credits = books()
+    kwargs.setdefault("min_customers", 1)
     return build_report(profiles, credits, models=MODELS, currency="USD", exponent=2,
                         truth=TRUTH, **kwargs)
 
@@ -345,3 +348,33 @@ def test_the_html_report_is_self_contained_with_inline_svg():
     assert page.count("<svg") >= 4
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
     assert "five &lt;customers&gt;" in page
+
+
+def test_small_numbers_are_marked_and_never_lead_a_ranking():
+    """Direct has the highest LTV from one $1,000 deal; with a minimum of two customers it is
+    marked and ranked after the channels that have two."""
+    r = report(min_customers=2)
+    assert [(row.channel, row.low_confidence) for row in r.channels if row.customers] == [
+        ("Organic Search", False), ("Paid Search", False), ("Direct", True)]
+    assert [row.channel for row in r.channels if not row.customers] == ["Email"]
+    assert {row.segment: row.low_confidence for row in r.segments} == {
+        "Enterprise": True, "Mid-Market": True, "SMB": False}
+    assert r.concentration.power_segment.segment == "SMB"  # not Enterprise's one customer
+
+
+def test_with_the_default_minimum_no_segment_of_five_customers_is_the_power_segment():
+    r = report(min_customers=MIN_CUSTOMERS)
+    assert MIN_CUSTOMERS == 10
+    assert r.concentration.power_segment is None
+    assert all(row.low_confidence for row in r.segments)
+
+
+def test_the_report_marks_small_numbers_and_says_why():
+    r = report(min_customers=2)
+    text = render_text(r, title="five customers")
+    assert "  3  Direct *" in text
+    assert "* fewer than 2 customers: low confidence, never ranked first." in text
+    page = render_html(r, title="five customers")
+    assert "Direct *" in page and "(n=1)" in page
+    assert "fewer than 2 customers: low confidence" in page
+    assert "fewer than" not in render_text(report(), title="five customers")
