@@ -9,7 +9,13 @@ import orjson
 from faust.web import Request, Response, View
 from redis.exceptions import RedisError
 
-from processors.aggregates import WINDOWS, channel_segment_report, ltv_by_channel, sum_cells
+from processors.aggregates import (
+    WINDOWS,
+    channel_segment_report,
+    ltv_by_channel,
+    mrr_movements,
+    sum_cells,
+)
 from processors.views import BEST_CUSTOMERS, PREFIX, person_credits_key, person_key
 from streams.context import Pipeline
 
@@ -45,7 +51,7 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
     @app.page("/reports/channels")
     class Channels(View):
         """Attributed revenue by channel × segment for a model and an event-time window, with
-        customers and lifetime revenue by acquisition channel."""
+        customers, lifetime revenue and MRR by acquisition channel."""
 
         async def get(self, request: Request) -> Response:
             if (denied := guard(self, request)) is not None:
@@ -72,7 +78,10 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
                                  "customers": r.customers,
                                  "lifetime_revenue_minor": r.lifetime_revenue_minor,
                                  "average_ltv_minor": r.average_ltv_minor}
-                                for r in ltv_by_channel(cells)]})
+                                for r in ltv_by_channel(cells)],
+                "mrr": [{"channel": r.channel, "segment": r.segment, "mrr_minor": r.mrr_minor,
+                         "movements": r.movements, "movement_minor": r.movement_minor}
+                        for r in mrr_movements(cells)]})
 
     @app.page("/reports/best-customers")
     class BestCustomers(View):

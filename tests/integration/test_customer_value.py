@@ -1,0 +1,100 @@
+"""MRR adds up by acquisition channel and segment, to the same minor unit on every surface:
+the worker's Prometheus gauges, the Redis views, the API and the report built from profiles,
+and all of them equal the batch computation's customers."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import replace
+
+import orjson
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from processors.aggregates import mrr_movements, sum_cells
+from processors.report import CreditBook, ProfileBook, build_report
+from processors.views import PREFIX
+from tests.chaos.test_kills import Expected, _simulate, send
+from tests.integration.test_event_time_through_the_broker import read_profiles_until
+from tests.integration.test_serving_views import redis_server  # noqa: F401 - a fixture
+
+
+def _customers_mrr(profiles: dict) -> dict[tuple[str, str], int]:
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    for p in profiles.values():
+        if p["conversion_ts"] is not None and p["mrr_minor"]:
+            totals[p["acquisition_channel"], p["segment"]] += p["mrr_minor"]
+    return dict(totals)
+
+
+def _by(cells: dict[tuple[str, str], int], index: int) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for key, value in cells.items():
+        totals[key[index]] += value
+    return {k: v for k, v in totals.items() if v}
+
+
+def _nonzero(cells: dict) -> dict:
+    return {k: v for k, v in cells.items() if v}
+
+
+def _http(worker, path: str):
+    url = f"http://{worker.settings.web_host}:{worker.settings.web_port}{path}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+def _from_metrics(worker) -> dict[tuple[str, str], int]:
+    cells = {}
+    for family in text_string_to_metric_families(_http(worker, "/metrics")):
+        if family.name == "personify_mrr_minor_units":
+            for sample in family.samples:
+                cells[sample.labels["channel"], sample.labels["segment"]] = int(sample.value)
+    return _nonzero(cells)
+
+
+def _from_redis(url: str) -> dict[tuple[str, str], int]:
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(f"{PREFIX}:aggregates:*"))
+    cells = sum_cells(orjson.loads(value)["all"] for value in client.mget(keys) if value)
+    return _nonzero({(r.channel, r.segment): r.mrr_minor for r in mrr_movements(cells)})
+
+
+def _from_api(worker) -> dict[tuple[str, str], int]:
+    answer = json.loads(_http(worker, "/reports/channels?window=all"))
+    return _nonzero({(r["channel"], r["segment"]): r["mrr_minor"] for r in answer["mrr"]})
+
+
+def test_mrr_by_channel_and_segment_is_the_same_minor_unit_on_every_surface(
+        settings, start_worker, redis_server, tmp_path):  # noqa: F811
+    settings = replace(settings, redis_url=redis_server.url)
+    lines = _simulate(tmp_path, "log", 600, 31)
+    expected = Expected(lines)
+    truth = _customers_mrr(expected.profiles)
+    assert len(_by(truth, 0)) >= 3 and sum(truth.values()) > 0  # a story worth checking
+    worker = start_worker(settings)
+    send(settings, lines).join()
+
+    profiles = read_profiles_until(settings, expected.profiles, timeout_s=180)
+    assert profiles == expected.profiles
+    book = ProfileBook()
+    for profile in profiles.values():
+        book.add(profile)
+    report = build_report(book, CreditBook(), models=("first_touch",), currency="USD",
+                          exponent=2)
+    assert {r.channel: r.mrr_minor for r in report.channels if r.mrr_minor} == _by(truth, 0)
+    assert {r.segment: r.mrr_minor for r in report.segments if r.mrr_minor} == _by(truth, 1)
+    assert report.mrr_minor == sum(truth.values())
+
+    deadline, surfaces = time.monotonic() + 60, {}
+    while time.monotonic() < deadline:  # the views are published every 5 s
+        surfaces = {"metrics": _from_metrics(worker), "redis": _from_redis(settings.redis_url),
+                    "api": _from_api(worker)}
+        if all(cells == truth for cells in surfaces.values()):
+            break
+        time.sleep(1)
+    assert surfaces == {"metrics": truth, "redis": truth, "api": truth}
+    assert all(value > 0 for value in truth.values())  # no channel goes negative
