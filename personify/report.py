@@ -22,6 +22,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from personify.settings import Settings
+from processors.mrr_bridge import BridgeMonth
 from processors.report import (
     ChannelRow,
     ConversionTime,
@@ -40,6 +41,8 @@ SHORT_MODEL_LABELS = {"first_touch": "first", "last_touch": "last",
                       "position_based": "position", "time_decay": "decay", "w_shaped": "W"}
 """Model names short enough for seven amount columns in 100 columns of text."""
 MOVEMENT_ORDER = ("new", "expansion", "contraction", "churn", "reactivation")
+BRIDGE_MONTHS = 12
+"""Months of the MRR bridge the tables show (the waterfall spans them all)."""
 SHOWN_DIFFERENCES = 8
 
 
@@ -307,12 +310,25 @@ def _mrr(report: Report) -> list[str]:
         [[r.channel, f"{r.subscribers:,}", money(r.mrr_minor, x)]
          for r in sorted(_acquiring(report), key=lambda r: -r.mrr_minor)], indent=0)
     lines += _side_by_side(by_segment, by_channel)
+    if report.mrr_bridge:
+        lines += ["", f"  MRR bridge by calendar month ({cur}, last {BRIDGE_MONTHS} months): "
+                      "opening + new + expansion + reactivation − contraction − churn = "
+                      "closing.", "", *text_table(
+                          ["month", "opening", "new", "expansion", "reactivation",
+                           "contraction", "churn", "closing"],
+                          [[m.month, *(money(v, x) for v in _bridge_values(m))]
+                           for m in report.mrr_bridge[-BRIDGE_MONTHS:]])]
     if report.mrr_movements:
         counted = ", ".join(f"{kind} {report.mrr_movements.get(kind, 0):,}"
                             for kind in MOVEMENT_ORDER)
         lines += ["", f"  MRR movements the worker counted for this run's events (events sent "
                       f"again count none): {counted}."]
     return lines
+
+
+def _bridge_values(month: BridgeMonth) -> tuple[int, ...]:
+    return (month.opening, month.new, month.expansion, month.reactivation, month.contraction,
+            month.churn, month.closing)
 
 
 def _side_by_side(left: list[str], right: list[str], gap: int = 6) -> list[str]:
@@ -521,6 +537,22 @@ def _html_mrr(report: Report) -> list[str]:
              bars_svg([(r.channel, r.mrr_minor, money(r.mrr_minor, x))
                        for r in sorted(_acquiring(report), key=lambda r: -r.mrr_minor)],
                       colour=PALETTE[2])]
+    if report.mrr_bridge:
+        first, last = report.mrr_bridge[0], report.mrr_bridge[-1]
+        parts += [f"<h3>MRR bridge</h3><p>From {_e(first.month)} to {_e(last.month)} ({cur}): "
+                  "opening + new + expansion + reactivation − contraction − churn = closing."
+                  "</p>",
+                  waterfall_svg([
+                      (f"opening {first.month}", first.opening, True),
+                      *((kind, sign * sum(getattr(m, kind) for m in report.mrr_bridge), False)
+                        for kind, sign in (("new", 1), ("expansion", 1), ("reactivation", 1),
+                                           ("contraction", -1), ("churn", -1))),
+                      (f"closing {last.month}", last.closing, True)],
+                      lambda v: money(v, x)),
+                  _html_table(["month", "opening", "new", "expansion", "reactivation",
+                               "contraction", "churn", "closing"],
+                              [[m.month, *(money(v, x) for v in _bridge_values(m))]
+                               for m in report.mrr_bridge[-BRIDGE_MONTHS:]])]
     if report.mrr_movements:
         parts.append(_html_table(["movement", "count (this run)"],
                                  [[k, f"{report.mrr_movements.get(k, 0):,}"]
@@ -569,6 +601,30 @@ def bars_svg(items: Sequence[tuple[str, float, str]], *, colour: str = PALETTE[0
             f"fill='{colour}' rx='2'/>"
             f"<text x='{label_w + length + 6:.1f}' y='{y + 16}'>{_e(text)}</text>")
     return _svg(width, max(1, len(items)) * row_h, rows)
+
+
+def waterfall_svg(steps: Sequence[tuple[str, int, bool]], text: Callable[[int], str], *,
+                  width: int = 720) -> str:
+    """A waterfall, one row per step: a total is a bar from zero, a change floats from the
+    running level (green up, red down)."""
+    label_w, row_h, text_w = 150, 24, 110
+    levels, level = [], 0
+    for _, value, total in steps:
+        start, level = (0, value) if total else (level, level + value)
+        levels.append((min(start, level), max(start, level)))
+    top = max((high for _, high in levels), default=0) or 1
+    span = width - label_w - text_w
+    rows = []
+    for i, ((label, value, total), (low, high)) in enumerate(zip(steps, levels, strict=True)):
+        y, x0 = i * row_h, label_w + span * max(low, 0) / top
+        length = max(1.0, span * (high - max(low, 0)) / top) if high > 0 else 1.0
+        colour = PALETTE[2] if total else ("#10b981" if value >= 0 else "#ef4444")
+        rows.append(
+            f"<text x='{label_w - 8}' y='{y + 16}' text-anchor='end'>{_e(label)}</text>"
+            f"<rect x='{x0:.1f}' y='{y + 4}' width='{length:.1f}' height='{row_h - 8}' "
+            f"fill='{colour}' rx='2'/>"
+            f"<text x='{x0 + length + 6:.1f}' y='{y + 16}'>{_e(text(value))}</text>")
+    return _svg(width, max(1, len(steps)) * row_h, rows)
 
 
 def paired_bars_svg(items: Sequence[tuple[str, float, float]], legends: tuple[str, str],

@@ -42,6 +42,7 @@ from typing import Any, get_args
 
 from processors.attribution import DAY_MS
 from processors.channels import CHANNELS, UNATTRIBUTED
+from processors.mrr_bridge import BridgeMonth, bridge, month_of
 from processors.person import Converted, MrrMovement, PersonOutput
 from processors.revenue import Credit, MovementKind
 from processors.segments import SEGMENTS
@@ -97,8 +98,12 @@ MOVEMENTS = "movements"
 """Qualified by movement kind: how many."""
 MOVEMENT_MINOR = "movement_minor"
 """Qualified by movement kind: sum of signed deltas."""
-_QUALIFIED = frozenset({ATTRIBUTED, CONVERSION_BUCKET, MOVEMENTS, MOVEMENT_MINOR})
+BRIDGE = "bridge"
+"""All-time only, qualified by `kind@YYYY-MM`: sum of signed deltas of that kind in that
+calendar month (UTC), the MRR bridge's input (processors/mrr_bridge.py)."""
+_QUALIFIED = frozenset({ATTRIBUTED, CONVERSION_BUCKET, MOVEMENTS, MOVEMENT_MINOR, BRIDGE})
 _SEPARATOR = "|"
+_BRIDGE_PREFIX = BRIDGE + _SEPARATOR
 
 Cells = Mapping[str, int]
 Increments = list[tuple[str, int]]
@@ -213,7 +218,7 @@ def fold_many(
         if bucket is None:
             bucket = copied[start] = dict(buckets.get(start, {}))
             buckets[start] = bucket
-        _add(bucket, increments)
+        _add(bucket, (i for i in increments if not i[0].startswith(_BRIDGE_PREFIX)))
     return Aggregate(clock, all_time, buckets)
 
 
@@ -277,6 +282,7 @@ def _movement_increments(movement: MrrMovement) -> Increments:
         (CellKey(MRR, segment, channel).encode(), delta),
         (CellKey(MOVEMENTS, segment, channel, kind).encode(), sign),
         (CellKey(MOVEMENT_MINOR, segment, channel, kind).encode(), delta),
+        (CellKey(BRIDGE, segment, channel, f"{kind}@{month_of(movement.ts)}").encode(), delta),
     ]
 
 
@@ -469,6 +475,20 @@ def mrr_movements(cells: Cells) -> tuple[MrrRow, ...]:
                {kind: row[MOVEMENT_MINOR, kind] for kind in MOVEMENT_KINDS})
         for (channel, segment), row in _rows(cells, columns)
     )
+
+
+def mrr_bridge(cells: Cells, *, channel: str | None = None,
+               segment: str | None = None) -> tuple[BridgeMonth, ...]:
+    """The MRR bridge by calendar month from the all-time cells: of every acquisition channel
+    and segment together, or of one channel and/or one segment."""
+    movements = []
+    for key, value in cells.items():
+        if key.startswith(_BRIDGE_PREFIX):
+            cell = CellKey.parse(key)
+            if channel in (None, cell.channel) and segment in (None, cell.segment):
+                kind, month = (cell.qualifier or "").split("@")
+                movements.append((month, kind, value))
+    return bridge(movements)
 
 
 def time_to_conversion(cells: Cells) -> tuple[ConversionTimeRow, ...]:

@@ -498,6 +498,14 @@ def _movements(state: PersonState, facts: Facts, basis: Basis | None,
     return current
 
 
+def _movement_records(state: PersonState, facts: Facts) -> list[dict[str, Any]]:
+    """The MRR movements counted for the person (from the conversion on), in time order."""
+    ts_of = {c.event_id: c.ts for c in facts.changes}
+    return [{"event_id": event_id, "ts": ts_of[event_id], "kind": kind, "delta_minor": delta}
+            for event_id, (kind, delta, *_) in sorted(
+                state.movements.items(), key=lambda item: (ts_of[item[0]], item[0]))]
+
+
 def profile_record(state: PersonState, facts: Facts, config: PipelineConfig) -> dict[str, Any]:
     """The `profile/1` record (published compacted, keyed by person_id)."""
     attribution = config.attribution
@@ -523,6 +531,7 @@ def profile_record(state: PersonState, facts: Facts, config: PipelineConfig) -> 
         "first_touch_ts": touches[0].ts if touches else None,
         "journey": [touch_to_dict(touch) for touch in touches[-MAX_JOURNEY:]],
         "conversion_ts": None if basis is None else basis.conversion_ts,
+        "mrr_movements": _movement_records(state, facts),
         "counts": {
             "touchpoints": len(touches),
             "signups": len(facts.signups),

@@ -37,6 +37,7 @@ from typing import Any
 
 from processors.channels import UNATTRIBUTED
 from processors.ledger import Ledger
+from processors.mrr_bridge import BridgeMonth, bridge, month_of
 from processors.segments import SEGMENTS
 
 TOP_PERCENT = 20
@@ -117,6 +118,8 @@ class Customer:
     mrr_minor: int
     first_touch_ts: int | None
     conversion_ts: int
+    mrr_movements: tuple[tuple[int, str, int], ...] = ()
+    """(ts, kind, signed delta) of the MRR movements counted for the customer."""
 
     @property
     def conversion_ms(self) -> int | None:
@@ -279,6 +282,8 @@ class Report:
     """Model → total credited (payments minus refunds)."""
     mrr_movements: Mapping[str, int]
     """Movement kind → how many, as the worker counted them (empty when unknown)."""
+    mrr_bridge: tuple[BridgeMonth, ...]
+    """MRR from each calendar month's opening to its closing, over every customer."""
     truth: TruthComparison | None
 
     @property
@@ -330,7 +335,9 @@ def customers_of(profiles: Iterable[Mapping[str, Any]]) -> tuple[Customer, ...]:
                   acquisition_channel=p["acquisition_channel"] or UNATTRIBUTED,
                   segment=p["segment"], revenue_minor=p["lifetime_revenue_minor"],
                   mrr_minor=p["mrr_minor"], first_touch_ts=p["first_touch_ts"],
-                  conversion_ts=p["conversion_ts"])
+                  conversion_ts=p["conversion_ts"],
+                  mrr_movements=tuple((m["ts"], m["kind"], m["delta_minor"])
+                                      for m in p.get("mrr_movements", ())))
          for p in profiles if p["conversion_ts"] is not None),
         key=lambda c: c.person_id))
 
@@ -475,6 +482,8 @@ def build_report(profiles: ProfileBook, credits: CreditBook, *, models: Sequence
         conversion=conversion_time(customers),
         credited_minor={m: credits.ledger.by_model.get(m, 0) for m in models},
         mrr_movements=dict(mrr_movements or {}),
+        mrr_bridge=bridge((month_of(ts), kind, delta) for c in customers
+                          for ts, kind, delta in c.mrr_movements),
         truth=None if truth is None else compare_with_truth(
             customers, truth, credits.revenue_by_person()))
 

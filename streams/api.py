@@ -11,8 +11,10 @@ from redis.exceptions import RedisError
 
 from processors.aggregates import (
     WINDOWS,
+    Cells,
     channel_segment_report,
     ltv_by_channel,
+    mrr_bridge,
     mrr_movements,
     sum_cells,
 )
@@ -47,6 +49,37 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
             return self.json({**orjson.loads(profile), "credits": records})
 
     models = pipeline.config.attribution.models
+    currency = pipeline.config.attribution.reporting_currency
+
+    async def summed_cells(view: View, window: str) -> Cells | Response:
+        """Every partition's aggregate window from Redis, summed (or the error to answer)."""
+        try:
+            keys = [key async for key in redis.scan_iter(f"{PREFIX}:aggregates:*")]
+            reports = await redis.mget(keys) if keys else []
+        except RedisError:
+            return error(view, 503, "views_unavailable", "Redis is not reachable; retry")
+        return sum_cells(orjson.loads(r)[window] for r in reports if r)
+
+    @app.page("/reports/mrr-bridge")
+    class MrrBridge(View):
+        """MRR by calendar month, opening to closing, of every acquisition channel and segment
+        or of the `channel` and `segment` asked for."""
+
+        async def get(self, request: Request) -> Response:
+            if (denied := guard(self, request)) is not None:
+                return denied
+            cells = await summed_cells(self, "all")
+            if isinstance(cells, Response):
+                return cells
+            channel, segment = request.query.get("channel"), request.query.get("segment")
+            months = mrr_bridge(cells, channel=channel, segment=segment)
+            return self.json({
+                "channel": channel, "segment": segment, "reporting_currency": currency,
+                "months": [{"month": m.month, "opening_minor": m.opening, "new_minor": m.new,
+                            "expansion_minor": m.expansion,
+                            "reactivation_minor": m.reactivation,
+                            "contraction_minor": m.contraction, "churn_minor": m.churn,
+                            "closing_minor": m.closing} for m in months]})
 
     @app.page("/reports/channels")
     class Channels(View):
@@ -62,15 +95,12 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
                 return error(self, 400, "bad_model", f"model must be one of {list(models)}")
             if window not in WINDOWS:
                 return error(self, 400, "bad_window", f"window must be one of {list(WINDOWS)}")
-            try:
-                keys = [key async for key in redis.scan_iter(f"{PREFIX}:aggregates:*")]
-                reports = await redis.mget(keys) if keys else []
-            except RedisError:
-                return error(self, 503, "views_unavailable", "Redis is not reachable; retry")
-            cells = sum_cells(orjson.loads(r)[window] for r in reports if r)
+            cells = await summed_cells(self, window)
+            if isinstance(cells, Response):
+                return cells
             return self.json({
                 "model": model, "window": window,
-                "reporting_currency": pipeline.config.attribution.reporting_currency,
+                "reporting_currency": currency,
                 "attributed": [{"channel": r.channel, "segment": r.segment,
                                 "revenue_minor": r.revenue_minor}
                                for r in channel_segment_report(cells, model)],

@@ -1,11 +1,13 @@
 """MRR adds up by acquisition channel and segment, to the same minor unit on every surface:
 the worker's Prometheus gauges, the Redis views, the API and the report built from profiles,
-and all of them equal the batch computation's customers."""
+and all of them equal the batch computation's customers; the MRR bridge of the API equals the
+report's and closes on the MRR."""
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 import urllib.request
 from collections import defaultdict
 from dataclasses import replace
@@ -68,6 +70,18 @@ def _from_api(worker) -> dict[tuple[str, str], int]:
     return _nonzero({(r["channel"], r["segment"]): r["mrr_minor"] for r in answer["mrr"]})
 
 
+def _bridge_from_api(worker, query: str = "") -> list[tuple]:
+    answer = json.loads(_http(worker, f"/reports/mrr-bridge{query}"))
+    return [(m["month"], m["opening_minor"], m["new_minor"], m["expansion_minor"],
+             m["reactivation_minor"], m["contraction_minor"], m["churn_minor"],
+             m["closing_minor"]) for m in answer["months"]]
+
+
+def _bridge_rows(months) -> list[tuple]:
+    return [(m.month, m.opening, m.new, m.expansion, m.reactivation, m.contraction, m.churn,
+             m.closing) for m in months]
+
+
 def test_mrr_by_channel_and_segment_is_the_same_minor_unit_on_every_surface(
         settings, start_worker, redis_server, tmp_path):  # noqa: F811
     settings = replace(settings, redis_url=redis_server.url)
@@ -89,12 +103,18 @@ def test_mrr_by_channel_and_segment_is_the_same_minor_unit_on_every_surface(
     assert {r.segment: r.mrr_minor for r in report.segments if r.mrr_minor} == _by(truth, 1)
     assert report.mrr_minor == sum(truth.values())
 
-    deadline, surfaces = time.monotonic() + 60, {}
+    bridge = _bridge_rows(report.mrr_bridge)
+    assert bridge and bridge[-1][-1] == sum(truth.values())  # the bridge closes on the MRR
+    channel = max(_by(truth, 0), key=_by(truth, 0).get)
+    deadline, surfaces, expected_surfaces = time.monotonic() + 60, {}, {
+        "metrics": truth, "redis": truth, "api": truth, "api bridge": bridge}
     while time.monotonic() < deadline:  # the views are published every 5 s
         surfaces = {"metrics": _from_metrics(worker), "redis": _from_redis(settings.redis_url),
-                    "api": _from_api(worker)}
-        if all(cells == truth for cells in surfaces.values()):
+                    "api": _from_api(worker), "api bridge": _bridge_from_api(worker)}
+        if surfaces == expected_surfaces:
             break
         time.sleep(1)
-    assert surfaces == {"metrics": truth, "redis": truth, "api": truth}
+    assert surfaces == expected_surfaces
     assert all(value > 0 for value in truth.values())  # no channel goes negative
+    closing = _bridge_from_api(worker, f"?channel={urllib.parse.quote(channel)}")[-1][-1]
+    assert closing == _by(truth, 0)[channel]

@@ -16,7 +16,7 @@ from collections import defaultdict, deque
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.aggregates import MRR, AggregateConfig, CellKey, fold_many
+from processors.aggregates import MRR, AggregateConfig, CellKey, fold_many, mrr_bridge
 from processors.attribution import AttributionConfig
 from processors.channels import ChannelConfig
 from processors.config import PipelineConfig
@@ -29,6 +29,7 @@ from processors.reference import (
     resolve_log,
     run_in_event_time,
 )
+from processors.report import CreditBook, ProfileBook, build_report
 from processors.revenue import credit_record
 from schemas.events import PageView, Payment, Refund, Signup, SubscriptionChange, Traits
 
@@ -178,6 +179,7 @@ def test_any_race_of_the_stages_ends_with_the_batch_computation(log, seed, max_b
     assert _all_time(raced) == _all_time(expected)
     assert _profiles(raced) == _profiles(expected)
     assert _mrr_cells(raced) == _customers_mrr(raced)
+    assert mrr_bridge(_all_time(raced)) == _report_bridge(raced)
 
 
 def _mrr_cells(pipeline: Pipeline) -> dict:
@@ -188,6 +190,16 @@ def _mrr_cells(pipeline: Pipeline) -> dict:
         if cell.measure == MRR:
             cells[cell.channel, cell.segment] = value
     return cells
+
+
+def _report_bridge(pipeline: Pipeline) -> tuple:
+    """The MRR bridge as the report computes it from the profiles; it closes on the MRR."""
+    book = ProfileBook()
+    for profile in _profiles(pipeline).values():
+        book.add(profile)
+    months = build_report(book, CreditBook(), models=(), currency="USD", exponent=2).mrr_bridge
+    assert (months[-1].closing if months else 0) == sum(_customers_mrr(pipeline).values())
+    return months
 
 
 def _customers_mrr(pipeline: Pipeline) -> dict:

@@ -378,3 +378,29 @@ def test_the_report_marks_small_numbers_and_says_why():
     assert "Direct *" in page and "(n=1)" in page
     assert "fewer than 2 customers: low confidence" in page
     assert "fewer than" not in render_text(report(), title="five customers")
+
+
+def test_the_report_shows_the_mrr_bridge_from_the_customers_movements():
+    jan, feb = 1_735_689_600_000, 1_738_368_000_000  # 2025-01-01, 2025-02-01 (UTC)
+    profiles = ProfileBook()
+    for record in (
+        {**profile("a", "Email", "SMB", 1_000, 1_500, 0, jan),
+         "mrr_movements": [{"event_id": "s1", "ts": jan, "kind": "new", "delta_minor": 2_000},
+                           {"event_id": "s2", "ts": feb, "kind": "contraction",
+                            "delta_minor": -500}]},
+        {**profile("b", "Direct", "SMB", 1_000, 0, 0, jan),
+         "mrr_movements": [{"event_id": "s3", "ts": jan, "kind": "new", "delta_minor": 700},
+                           {"event_id": "s4", "ts": feb, "kind": "churn", "delta_minor": -700}]},
+        {**profile("c", None, "SMB", 0, 900, 0, None), "mrr_movements": []},
+    ):
+        profiles.add(record)
+    r = build_report(profiles, CreditBook(), models=MODELS, currency="USD", exponent=2)
+    assert [(m.month, m.opening, m.new, m.contraction, m.churn, m.closing)
+            for m in r.mrr_bridge] == [("2025-01", 0, 2_700, 0, 0, 2_700),
+                                       ("2025-02", 2_700, 0, 500, 700, 1_500)]
+    assert r.mrr_bridge[-1].closing == r.mrr_minor
+    text = render_text(r, title="bridge")
+    assert max(map(len, text.splitlines())) <= 100
+    rows = [line.split() for line in text.splitlines() if line.startswith("  2025-02")]
+    assert rows == [["2025-02", "27", "0", "0", "0", "5", "7", "15"]]  # whole dollars
+    assert "closing 2025-02" in render_html(r, title="bridge")
