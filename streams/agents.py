@@ -168,10 +168,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def validate_events(stream: faust.StreamT) -> None:
         """Decode and validate a batch of inputs; forward the valid events in batches. (No
         table is written here: Faust refuses table writes inside `take`.)"""
-        async for taken in stream.take_events(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
-            events = await takes.admit(taken)
-            with takes.working_on(events):
-                await validate_all(events)
+        await takes.run(stream, BATCH_MAX_EVENTS, BATCH_WITHIN_S, validate_all)
 
     async def validate_all(events: list[faust.EventT]) -> None:
         sent: list[Awaitable] = []
@@ -220,10 +217,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def stitch_identities(stream: faust.StreamT) -> None:
         """Each device once per take, over the events of every record taken: under load a
         take holds many records, so the round trips to the broker do not grow with them."""
-        async for taken in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
-            events = await takes.admit(taken)
-            with takes.working_on(events):
-                await stitch_all(stream, events)
+        await takes.run(stream, RECORDS_PER_TAKE, BATCH_WITHIN_S, partial(stitch_all, stream))
 
     async def stitch_all(stream: faust.StreamT, events: list[faust.EventT]) -> None:
         sent: list[Awaitable] = []
@@ -282,10 +276,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     async def credit_revenue(stream: faust.StreamT) -> None:
         """Each record's persons stepped in turn, but delivered once per take; the
         aggregates fold each record's outputs once (streams/aggregate_store.py)."""
-        async for taken in stream.take_events(RECORDS_PER_TAKE, within=BATCH_WITHIN_S):
-            events = await takes.admit(taken)
-            with takes.working_on(events):
-                await credit_all(stream, events)
+        await takes.run(stream, RECORDS_PER_TAKE, BATCH_WITHIN_S, partial(credit_all, stream))
 
     async def credit_all(stream: faust.StreamT, events: list[faust.EventT]) -> None:
         sent: list[Awaitable] = []

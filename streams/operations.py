@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import faust
@@ -85,6 +85,15 @@ class Takes:
         self._settled.set()
         self._assigned = asyncio.Event()
         self._owned: set = set()
+
+    async def run(self, stream: faust.StreamT, most: int, within: float,
+                  process: Callable[[list[faust.EventT]], Awaitable[None]]) -> None:
+        """`process` each take of up to `most` events of the stream (waiting `within` seconds
+        to fill one), kept to the partitions owned and committed only when it completed."""
+        async for taken in stream.take_events(most, within=within):
+            events = await self.admit(taken)
+            with self.working_on(events):
+                await process(events)
 
     async def admit(self, events: list[faust.EventT]) -> list[faust.EventT]:
         """The events of `events` this worker may process, once the assignment is known. The
