@@ -202,15 +202,16 @@ def fold_many(
     measured = [m for m in (_measures(output, config) for output in outputs) if m is not None]
     if not measured:
         return current
-    clock = max(ts for ts, _ in measured)
+    clock = max(ts for ts, _, _ in measured)
     if current.clock_ms is not None:
         clock = max(clock, current.clock_ms)
     oldest = _oldest_retained(clock)
     buckets = {start: cells for start, cells in current.buckets.items() if start >= oldest}
     all_time = dict(current.all_time)
     copied: dict[int, dict[str, int]] = {}
-    for ts, increments in measured:
+    for ts, increments, all_time_only in measured:
         _add(all_time, increments)
+        _add(all_time, all_time_only)
         start = _hour(ts)
         if start < oldest:
             continue
@@ -218,18 +219,20 @@ def fold_many(
         if bucket is None:
             bucket = copied[start] = dict(buckets.get(start, {}))
             buckets[start] = bucket
-        _add(bucket, (i for i in increments if not i[0].startswith(_BRIDGE_PREFIX)))
+        _add(bucket, increments)
     return Aggregate(clock, all_time, buckets)
 
 
-def _measures(output: PersonOutput, config: AggregateConfig) -> tuple[int, Increments] | None:
-    """The output's event time and what it adds to which cells; None when it measures nothing."""
+def _measures(output: PersonOutput, config: AggregateConfig
+              ) -> tuple[int, Increments, Increments] | None:
+    """The output's event time, what it adds to which cells, and what it adds to all-time
+    cells only; None when it measures nothing."""
     if isinstance(output, Credit):
-        return output.revenue_ts, _credit_increments(output, config)
+        return output.revenue_ts, _credit_increments(output, config), []
     if isinstance(output, Converted):
-        return output.ts, _conversion_increments(output)
+        return output.ts, _conversion_increments(output), []
     if isinstance(output, MrrMovement):
-        return output.ts, _movement_increments(output)
+        return output.ts, *_movement_increments(output)
     return None
 
 
@@ -272,9 +275,9 @@ def _bound_label(duration_ms: int) -> str:
                 if bound is None or duration_ms <= bound)
 
 
-def _movement_increments(movement: MrrMovement) -> Increments:
-    """A movement's cells; one taken back from before conversions carried it has no channel
-    and counted on `Unattributed`."""
+def _movement_increments(movement: MrrMovement) -> tuple[Increments, Increments]:
+    """A movement's cells, and its all-time bridge cell; one taken back from before
+    conversions carried it has no channel and counted on `Unattributed`."""
     segment, kind, sign = movement.segment, movement.kind, movement.sign
     channel = movement.acquisition_channel or UNATTRIBUTED
     delta = sign * movement.delta_reporting_minor
@@ -282,8 +285,7 @@ def _movement_increments(movement: MrrMovement) -> Increments:
         (CellKey(MRR, segment, channel).encode(), delta),
         (CellKey(MOVEMENTS, segment, channel, kind).encode(), sign),
         (CellKey(MOVEMENT_MINOR, segment, channel, kind).encode(), delta),
-        (CellKey(BRIDGE, segment, channel, f"{kind}@{month_of(movement.ts)}").encode(), delta),
-    ]
+    ], [(CellKey(BRIDGE, segment, channel, f"{kind}@{month_of(movement.ts)}").encode(), delta)]
 
 
 def _add(cells: dict[str, int], increments: Iterable[tuple[str, int]]) -> None:
