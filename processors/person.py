@@ -80,6 +80,10 @@ class PersonState:
     billing: Mapping[str, tuple[Payment | Refund | SubscriptionChange, str]] = field(
         default_factory=dict)
     """Accepted billing by event id, with the input message it came from."""
+    rejected: Mapping[str, str] = field(default_factory=dict)
+    """Billing refused for good (a refund of an unknown payment, say), by event id, with the
+    input message it came from: read again after a crash, it must not be decided again when
+    the facts have moved on since."""
     basis: Basis | None = None
     emitted: Mapping[str, Emitted] = field(default_factory=dict)
     first_credited_ms: int | None = None
@@ -100,6 +104,7 @@ class PersonState:
                         for e, s in self.signups.items()},
             "billing": {e: [event_to_dict(event), origin]
                         for e, (event, origin) in self.billing.items()},
+            "rejected": dict(self.rejected),
             "basis": None if self.basis is None else self.basis.to_dict(),
             "emitted": {e: [x.segment, {m: list(r) for m, r in x.revisions.items()}]
                         for e, x in self.emitted.items()},
@@ -122,6 +127,7 @@ class PersonState:
                      for e, (ts, anonymous_id, traits) in data["signups"].items()},
             billing={e: (event_from_dict(event), origin)
                      for e, (event, origin) in data["billing"].items()},
+            rejected=data.get("rejected", {}),
             basis=None if data["basis"] is None else Basis.from_dict(data["basis"]),
             emitted={e: Emitted(segment, {m: (r[0], r[1]) for m, r in revisions.items()})
                      for e, (segment, revisions) in data["emitted"].items()},
@@ -245,6 +251,7 @@ def step_person(
     """Add a batch of one person's messages; emit what their facts now decide differently."""
     state = state or PersonState(person_id)
     devices, signups, billing = dict(state.devices), dict(state.signups), dict(state.billing)
+    rejected = dict(state.rejected)
     outputs: list[PersonOutput] = []
     causes: set[CorrectionCause] = set()
     claimed: set[str] = set()
@@ -267,13 +274,15 @@ def step_person(
                 signups[message.event_id] = message
                 causes.add("late_signup")
                 changed = True
-        elif _take_billing(message, billing, outputs, config):
+        elif _take_billing(message, billing, rejected, outputs, config):
             if isinstance(message.event, Payment):
                 causes.add("earlier_payment")
             changed = True
     if not changed:
-        return state, outputs
-    state = replace(state, devices=devices, signups=signups, billing=billing)
+        return (state if rejected == state.rejected
+                else replace(state, rejected=rejected)), outputs
+    state = replace(state, devices=devices, signups=signups, billing=billing,
+                    rejected=rejected)
     return _emit(state, causes, claimed, outputs, config, now_ms)
 
 
@@ -287,17 +296,20 @@ def _claim_cause(before: Claim | None, after: Claim) -> CorrectionCause:
     return "late_touch"
 
 
-def _take_billing(message: Sourced, billing: dict[str, Any], outputs: list[PersonOutput],
-                  config: PipelineConfig) -> bool:
-    """Keep a billing event as a fact, or say why not; True when kept."""
+def _take_billing(message: Sourced, billing: dict[str, Any], rejected: dict[str, str],
+                  outputs: list[PersonOutput], config: PipelineConfig) -> bool:
+    """Keep a billing event as a fact, or say why not; True when kept. An event id is decided
+    once: its copies, and its re-reads after a crash, are duplicates of that decision."""
     event, source = message.event, message.source
     assert isinstance(event, (Payment, Refund, SubscriptionChange))
     known = billing.get(event.event_id)
-    if known is not None:
-        outputs.append(DuplicateBilling(source.topic, known[1] == source.origin))
+    origin = known[1] if known is not None else rejected.get(event.event_id)
+    if origin is not None:
+        outputs.append(DuplicateBilling(source.topic, origin == source.origin))
         return False
     rejection = _rejection(event, billing, config)
     if rejection is not None:
+        rejected[event.event_id] = source.origin
         outputs.append(DeadLetter(rejection.reason, rejection.message, message))
         return False
     billing[event.event_id] = (event, source.origin)
@@ -504,6 +516,13 @@ def _movement_records(state: PersonState, facts: Facts) -> list[dict[str, Any]]:
     return [{"event_id": event_id, "ts": ts_of[event_id], "kind": kind, "delta_minor": delta}
             for event_id, (kind, delta, *_) in sorted(
                 state.movements.items(), key=lambda item: (ts_of[item[0]], item[0]))]
+
+
+def profile_is_empty(profile: Mapping[str, Any]) -> bool:
+    """True for the profile of a person left with no facts: every device they were given moved
+    to someone else, and they have no signup and no billing. It stands for no profile at all
+    (the batch computation, which never links them, publishes none)."""
+    return not profile["anonymous_ids"] and not any(profile["counts"].values())
 
 
 def profile_record(state: PersonState, facts: Facts, config: PipelineConfig) -> dict[str, Any]:

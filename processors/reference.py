@@ -23,7 +23,13 @@ from processors.identity import (
     step_device,
 )
 from processors.messages import Source, Sourced
-from processors.person import PersonOutput, PersonState, step_person
+from processors.person import (
+    PersonOutput,
+    PersonState,
+    ProfileChanged,
+    profile_is_empty,
+    step_person,
+)
 from processors.revenue import Credit, credit_record
 from processors.touchpoints import detect_touch
 from schemas.events import Event, PageView, Signup
@@ -60,6 +66,17 @@ class Pipeline:
 
     def credits(self) -> list[Credit]:
         return [o for o in self.outputs if isinstance(o, Credit)]
+
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        return latest_profiles(o.record for o in self.outputs if isinstance(o, ProfileChanged))
+
+
+def latest_profiles(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The latest profile per person, as a compacted topic keeps them; an empty profile stands
+    for none (`profile_is_empty`)."""
+    latest = {record["person_id"]: record for record in records}
+    return {person: record for person, record in latest.items()
+            if not profile_is_empty(record)}
 
 
 def billing_message(event: Event) -> Sourced:

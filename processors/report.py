@@ -38,6 +38,7 @@ from typing import Any
 from processors.channels import UNATTRIBUTED
 from processors.ledger import Ledger
 from processors.mrr_bridge import BridgeMonth, bridge, month_of
+from processors.person import profile_is_empty
 from processors.segments import SEGMENTS
 
 TOP_PERCENT = 20
@@ -61,12 +62,16 @@ class ProfileBook:
     ignored: int = 0
 
     def add(self, record: Mapping[str, Any]) -> bool:
-        """Keep `record` as its person's current profile; False when outside the population."""
+        """Keep `record` as its person's current profile (an empty one removes it); False when
+        outside the population."""
         person_id = record["person_id"]
         if self.population is not None and person_id not in self.population:
             self.ignored += 1
             return False
-        self.latest[person_id] = record
+        if profile_is_empty(record):
+            self.latest.pop(person_id, None)
+        else:
+            self.latest[person_id] = record
         return True
 
 

@@ -16,7 +16,8 @@ Nothing waits for anything: correctness rests on event time and corrections
 
 Each stage waits until its outputs are delivered, then until its state changes are in the
 changelog, and only then writes its local store and takes the next input
-(streams/state_cache.py): a crash in between re-reads the input, steps the same state again
+(streams/state_cache.py): a crash in between re-reads the input, steps the same state over
+the same records again (a stateful stage steps each key once per record, whatever the take)
 and re-sends the very same records (consumers de-duplicate them by key); a state is never ahead
 of what it sent, a local store never ahead of its changelog, and an input never committed
 ahead of the state it made.
@@ -215,31 +216,36 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
 
     @app.agent(topics.device_events, name="stitch_identities")
     async def stitch_identities(stream: faust.StreamT) -> None:
-        """Each device once per take, over the events of every record taken: under load a
+        """Each record's devices stepped in turn, but delivered once per take: under load a
         take holds many records, so the round trips to the broker do not grow with them."""
         await takes.run(stream, RECORDS_PER_TAKE, BATCH_WITHIN_S, partial(stitch_all, stream))
 
     async def stitch_all(stream: faust.StreamT, events: list[faust.EventT]) -> None:
+        """A device is stepped once per record, never over records merged: a take is read
+        again after a crash with other boundaries, and only stepping the same records from
+        the same state sends the very same claims again. (A claim is sent when a person's
+        share changes; merged differently, the re-read could skip a claim the lost take had
+        sent, and that person would keep it.)"""
         sent: list[Awaitable] = []
-        by_key: dict[str, tuple[faust.EventT, list[dict]]] = {}
-        for event, items in await batch_items(events, sent):
-            for key, item in items:
-                by_key.setdefault(key, (event, []))[1].append(item)
         changed: dict[str, DeviceState] = {}
-        for key, (event, key_items) in by_key.items():
-            try:
-                state = await stitch(key, [messages.decode(i) for i in key_items], sent)
-                if state is not None:
-                    changed[key] = state
-            except Exception as exc:  # noqa: BLE001
-                sent.append(await dead_letter_failure(event, exc, key, key_items))
+        for event, items in await batch_items(events, sent):
+            for key, key_items in grouped(items).items():
+                try:
+                    before = changed.get(key) or devices.get(key)
+                    state = await stitch(key, before, [messages.decode(i) for i in key_items],
+                                         sent)
+                    if state is not None:
+                        changed[key] = state
+                except Exception as exc:  # noqa: BLE001
+                    sent.append(await dead_letter_failure(event, exc, key, key_items))
         await to_persons.send(sent)
         await delivered(sent)
         writes = TableWrites()
         devices.put_all(changed, writes)
         await writes.apply(TakenPartitions(stream, events))
 
-    async def stitch(key: str, sourced: list, sent: list[Awaitable]) -> DeviceState | None:
+    async def stitch(key: str, before: DeviceState | None, sourced: list,
+                     sent: list[Awaitable]) -> DeviceState | None:
         """One device's events of a batch (or a user's billing, passed on); the new state, or
         None when there is nothing to write."""
         inputs = []
@@ -250,7 +256,6 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 to_persons.add(key, messages.encode(item))
         if not inputs:
             return None
-        before = devices.get(key)
         state, outputs = step_device(before, inputs, anonymous_id=key, detect_touch=detect,
                                      session_timeout_ms=config.channels.session_timeout_ms,
                                      config=config.identity)

@@ -22,7 +22,6 @@ from confluent_kafka import Consumer, TopicPartition
 from personify.sdk import key_of, kind_of_payload
 from personify.send import resolve_topic
 from processors.config import PipelineConfig
-from processors.person import ProfileChanged
 from processors.reference import current_credits, run_in_event_time
 from processors.revenue import credit_record
 from processors.validation import Rejection, decode
@@ -63,8 +62,7 @@ class Expected:
                 events.append(event)
         pipeline = run_in_event_time(events, config, now)
         self.credits = _comparable(current_credits(credit_record(c) for c in pipeline.credits()))
-        self.profiles = {o.record["person_id"]: o.record for o in pipeline.outputs
-                         if isinstance(o, ProfileChanged)}
+        self.profiles = pipeline.profiles()
         self.dead_letters = sum(1 for line in lines
                                 if line.get("defect") not in (None, "duplicate"))
 

@@ -24,8 +24,7 @@ from confluent_kafka import Consumer
 
 from personify.stack.topics import ensure_topics
 from processors.config import PipelineConfig
-from processors.person import ProfileChanged
-from processors.reference import current_credits, run_in_event_time
+from processors.reference import current_credits, latest_profiles, run_in_event_time
 from processors.revenue import credit_record
 from processors.validation import Rejection, decode
 from tests.integration.conftest import isolated_settings
@@ -61,9 +60,8 @@ def reference(lines: list[bytes]) -> tuple[dict, dict]:
         assert not isinstance(event, Rejection), event
         events.append(event)
     pipeline = run_in_event_time(events, config, now)
-    profiles = {o.record["person_id"]: o.record for o in pipeline.outputs
-                if isinstance(o, ProfileChanged)}
-    return _comparable(current_credits(credit_record(c) for c in pipeline.credits())), profiles
+    return (_comparable(current_credits(credit_record(c) for c in pipeline.credits())),
+            pipeline.profiles())
 
 
 def _comparable(credits: dict) -> dict:
@@ -82,14 +80,14 @@ def _reader(settings, topic: str) -> Consumer:
 
 def read_profiles_until(settings, expected: dict, timeout_s: float = 120) -> dict:
     """The latest profile per person, read until they equal `expected` or the deadline."""
-    consumer, latest = _reader(settings, settings.topics.profiles), {}
+    consumer, records = _reader(settings, settings.topics.profiles), []
     deadline = time.monotonic() + timeout_s
-    while latest != expected and time.monotonic() < deadline:
-        for message in consumer.consume(5000, timeout=1.0):
-            if not message.error():
-                latest[message.key().decode()] = orjson.loads(message.value())
+    while latest_profiles(records) != expected and time.monotonic() < deadline:
+        records.extend(orjson.loads(message.value())
+                       for message in consumer.consume(5000, timeout=1.0)
+                       if not message.error())
     consumer.close()
-    return latest
+    return latest_profiles(records)
 
 
 class CreditReader:

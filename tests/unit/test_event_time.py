@@ -21,7 +21,6 @@ from processors.attribution import AttributionConfig
 from processors.channels import ChannelConfig
 from processors.config import PipelineConfig
 from processors.identity import IdentityConfig, device_key
-from processors.person import ProfileChanged
 from processors.reference import (
     Pipeline,
     billing_message,
@@ -157,8 +156,7 @@ def _sums(pipeline: Pipeline) -> dict:
 
 
 def _profiles(pipeline: Pipeline) -> dict:
-    return {o.record["person_id"]: o.record for o in pipeline.outputs
-            if isinstance(o, ProfileChanged)}
+    return pipeline.profiles()
 
 
 def _all_time(pipeline: Pipeline) -> dict:

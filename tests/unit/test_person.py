@@ -189,6 +189,19 @@ def test_invalid_billing_is_dead_lettered_with_its_source():
     assert not credits(outputs)
 
 
+def test_refused_billing_stays_refused_when_read_again_after_its_payment():
+    """A re-read after a crash finds the payment the refund once lacked: it is a replay of the
+    refusal, not a new decision."""
+    early_refund = billing(Refund("r1", T0, "u1", 100, "USD", "p1"), offset=4)
+    state, first = run([early_refund], [pay("p1")])
+    _, reread = run([early_refund], [billing(Refund("r1", T0, "u1", 100, "USD", "p1"),
+                                             offset=7)], state=state)
+    assert [d.reason for d in first if isinstance(d, DeadLetter)] == ["refund_unknown_payment"]
+    assert [o for o in reread if isinstance(o, (DeadLetter, Credit))] == []
+    assert [o for o in reread if isinstance(o, DuplicateBilling)] == [
+        DuplicateBilling("billing-v1", True), DuplicateBilling("billing-v1", False)]
+
+
 def test_a_refund_is_split_like_its_payment_and_corrected_with_it():
     refund = billing(Refund("r1", T0 + DAY_MS, "u1", 1000, "USD", "p1"))
     state, first = run([pay("p1"), refund])

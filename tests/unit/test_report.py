@@ -23,7 +23,7 @@ MODELS = ("first_touch", "linear")
 
 def profile(person_id: str, channel: str | None, segment: str, revenue: int, mrr: int,
             first_touch: int | None, conversion: int | None) -> dict:
-    return {"schema": "profile/1", "person_id": person_id, "anonymous_ids": [],
+    return {"schema": "profile/1", "person_id": person_id, "anonymous_ids": [f"anon-{person_id}"],
             "acquisition_channel": channel, "acquisition_campaign": None, "segment": segment,
             "traits": {}, "lifetime_revenue_minor": revenue, "mrr_minor": mrr,
             "reporting_currency": "USD", "first_touch_ts": first_touch,
