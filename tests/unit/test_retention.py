@@ -7,8 +7,11 @@ from fractions import Fraction
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processors.customers import customers_of
+from processors.mrr_bridge import add_months, month_of
 from processors.retention import (
     EVERYONE,
     Retained,
@@ -175,3 +178,105 @@ def test_the_json_form_keeps_every_numerator_and_denominator():
     (Fraction(28, 19), 1474), (Fraction(-1, 2000), -1)])
 def test_percent_to_one_decimal_rounds_half_away_from_zero(share, tenths):
     assert tenths_of_percent(share) == tenths
+
+
+# ------------------------------------------------------------------------------- properties
+
+DAY = 86_400_000
+START = ts("2025-01-01T0")
+CLOCK = START + 560 * DAY
+SEGMENT_NAMES = ("SMB", "Mid-Market", "Enterprise")
+
+
+@st.composite
+def customers(draw, segments=SEGMENT_NAMES) -> dict:
+    conversion = START + draw(st.integers(0, 540 * DAY))
+    offsets = sorted(draw(st.lists(st.integers(-40 * DAY, 560 * DAY), max_size=8)))
+    levels = draw(st.lists(st.integers(0, 50_000), min_size=len(offsets),
+                           max_size=len(offsets)))
+    deltas, before = [], 0
+    for offset, level in zip(offsets, levels, strict=True):
+        if level != before:
+            deltas.append((conversion + offset, level - before))
+        before = level
+    person = f"p{draw(st.integers(0, 10**9))}"
+    return {"person_id": person, "segment": draw(st.sampled_from(segments)),
+            "acquisition_channel": draw(st.sampled_from(("Direct", "Referral", None))),
+            "lifetime_revenue_minor": 0, "mrr_minor": before, "first_touch_ts": None,
+            "conversion_ts": conversion,
+            "mrr_movements": [{"event_id": f"{person}-{i}", "ts": t, "kind": "expansion",
+                               "delta_minor": d} for i, (t, d) in enumerate(deltas)]}
+
+
+def population(segments=SEGMENT_NAMES):
+    return st.lists(customers(segments), max_size=25,
+                    unique_by=lambda p: p["person_id"])
+
+
+def mrr_before(profile: dict, month: str) -> int:
+    """MRR at the end of `month`, from epoch boundaries rather than month labels."""
+    year, number = divmod(int(month[:4]) * 12 + int(month[5:]), 12)
+    end = int(datetime(year, number + 1, 1, tzinfo=UTC).timestamp() * 1000)
+    return sum(m["delta_minor"] for m in profile["mrr_movements"] if m["ts"] < end)
+
+
+def every_figure(table):
+    yield from (cell for cohort in table.cohorts for cell in cohort.ages)
+    for group in (table.overall, *table.segments, *table.channels):
+        yield from (figure.retained for figure in group.figures)
+
+
+@settings(max_examples=150, deadline=None)
+@given(population(), st.integers(0, 40 * DAY))
+def test_grr_stays_within_the_starting_mrr_and_the_nrr_and_logos_within_the_customers(
+        profiles, later):
+    table = retention(customers_of(profiles), as_of_ms=CLOCK + later, min_customers=3)
+    for cell in every_figure(table):
+        assert 0 <= cell.gross_retained_minor <= cell.starting_minor
+        assert cell.gross_retained_minor <= cell.retained_minor
+        assert 0 <= cell.logos <= cell.customers
+        if cell.customers:
+            assert cell.grr <= 1 and cell.grr <= cell.nrr and cell.logo_retention <= 1
+    for cohort in table.cohorts:
+        assert cohort.ages[0].nrr in (None, 1) and cohort.ages[0].grr in (None, 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(population())
+def test_cohort_sums_are_the_profiles_mrr_at_the_end_of_each_month(profiles):
+    table = retention(customers_of(profiles), as_of_ms=CLOCK, min_customers=3)
+    for cohort in table.cohorts:
+        members = [p for p in profiles if month_of(p["conversion_ts"]) == cohort.month]
+        assert cohort.converted == len(members)
+        measured = [p for p in members if mrr_before(p, cohort.month) > 0]
+        for age, cell in enumerate(cohort.ages):
+            month = add_months(cohort.month, age)
+            assert month <= table.last_complete_month
+            assert cell.customers == len(measured)
+            assert cell.starting_minor == sum(mrr_before(p, cohort.month) for p in measured)
+            assert cell.retained_minor == sum(mrr_before(p, month) for p in measured)
+        assert add_months(cohort.month, len(cohort.ages)) > table.last_complete_month
+
+
+@settings(max_examples=150, deadline=None)
+@given(population())
+def test_a_pooled_figure_is_the_sum_of_the_cohorts_old_enough(profiles):
+    table = retention(customers_of(profiles), as_of_ms=CLOCK, min_customers=3)
+    for figure in table.overall.figures:
+        old_enough = [c.ages[figure.age] for c in table.cohorts
+                      if len(c.ages) > figure.age and c.ages[figure.age].customers]
+        assert figure.cohorts == len(old_enough)
+        assert figure.retained == sum(old_enough, Retained())
+        assert figure.low_confidence == (figure.retained.customers < 3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(population(("SMB", "Mid-Market")), customers(("Enterprise",)))
+def test_a_customer_of_another_segment_changes_no_segment_figure(profiles, newcomer):
+    def by_segment(people):
+        table = retention(customers_of(people), as_of_ms=CLOCK, min_customers=3)
+        return {g.name: g for g in table.segments}
+
+    before = by_segment(profiles)
+    after = by_segment([*profiles, newcomer])
+    assert {name: group for name, group in after.items() if name != "Enterprise"} == before
