@@ -22,6 +22,9 @@ Rules, so every figure can be recomputed by hand:
   figure is a real customer's; the median of an even count is the lower middle.
 - **Time to conversion** is `conversion_ts − first_touch_ts`, over customers whose first touch
   is at or before their conversion.
+- **Retention** (NRR, GRR, logo retention) follows `processors/retention.py`: by conversion
+  cohort, complete months only, pooled over the cohorts old enough; groups rank by NRR with the
+  same small-numbers rule.
 - **Truth**: the pipeline agrees with the simulator on a customer when the acquisition channels
   are equal; people on a shared device (`ambiguous`) are compared apart, because the identity
   rules may rightly give their visits to the other person.
@@ -39,6 +42,7 @@ from processors.channels import UNATTRIBUTED
 from processors.customers import Customer, customers_of, group_by, segment_order
 from processors.ledger import Ledger
 from processors.mrr_bridge import BridgeMonth, bridge, month_of
+from processors.retention import Retention, retention_of
 
 TOP_PERCENT = 20
 MIN_CUSTOMERS = 10
@@ -264,6 +268,8 @@ class Report:
     """Movement kind → how many, as the worker counted them (empty when unknown)."""
     mrr_bridge: tuple[BridgeMonth, ...]
     """MRR from each calendar month's opening to its closing, over every customer."""
+    retention: Retention
+    """NRR, GRR and logo retention by conversion cohort, segment and channel."""
     truth: TruthComparison | None
 
     @property
@@ -434,8 +440,10 @@ def compare_with_truth(customers: Sequence[Customer], truth: Iterable[TruthPerso
 def build_report(profiles: ProfileBook, credits: CreditBook, *, models: Sequence[str],
                  currency: str, exponent: int, truth: Iterable[TruthPerson] | None = None,
                  mrr_movements: Mapping[str, int] | None = None,
-                 top_percent: int = TOP_PERCENT, min_customers: int = MIN_CUSTOMERS) -> Report:
-    """Every table of the report from the two books (and the truth, when there is one)."""
+                 top_percent: int = TOP_PERCENT, min_customers: int = MIN_CUSTOMERS,
+                 as_of_ms: int | None = None) -> Report:
+    """Every table of the report from the two books (and the truth, when there is one);
+    retention as of `as_of_ms`, by default as of the profiles' own clock."""
     customers = customers_of(profiles.latest.values())
     segments = segment_rows(customers, min_customers)
     channels = channel_rows(customers, credits.ledger, models, min_customers)
@@ -450,5 +458,7 @@ def build_report(profiles: ProfileBook, credits: CreditBook, *, models: Sequence
         mrr_movements=dict(mrr_movements or {}),
         mrr_bridge=bridge((month_of(ts), kind, delta) for c in customers
                           for ts, kind, delta in c.mrr_movements),
+        retention=retention_of(profiles.latest.values(), min_customers=min_customers,
+                               as_of_ms=as_of_ms),
         truth=None if truth is None else compare_with_truth(
             customers, truth, credits.revenue_by_person()))
