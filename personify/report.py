@@ -351,8 +351,7 @@ def _retention(report: Report) -> list[str]:
         figures = [f for g in (*groups, r.overall) for f in g.figures]
         if figures:
             lines += ["", *text_table([label, "months", "customers", "cohorts", "NRR %",
-                                       "GRR %", "logos %"], _retention_rows((*groups, r.overall)),
-                                      left=2)]
+                                       "GRR %", "logos %"], _retention_rows((*groups, r.overall)))]
     notes = _small_numbers_note(report, [f for g in (*r.segments, *r.channels)
                                          for f in g.figures])
     lines += notes
@@ -372,7 +371,8 @@ def _retention_lead(report: Report) -> str:
     r = report.retention
     if not r.cohorts:
         return "No conversion month is complete yet: nothing to measure."
-    ages = ", ".join(map(str, r.ages))
+    ages = f"{', '.join(map(str, r.ages[:-1]))} and {r.ages[-1]}" if len(r.ages) > 1 else \
+        str(r.ages[0])
     lead = (f"Net (NRR) and gross (GRR) revenue retention and logo retention at {ages} months "
             f"since conversion, pooled over the monthly cohorts old enough by "
             f"{r.last_complete_month} (the last complete month); customers = those with MRR at "
@@ -388,11 +388,15 @@ def _retention_rows(groups: Iterable[GroupRetention]) -> list[list[str]]:
         if not group.figures:
             rows.append([group.name, "–", f"{group.customers:,}", "", "", "", ""])
         for place, f in enumerate(group.figures):
-            rows.append([_marked(group.name, f.low_confidence) if place == 0 else "",
+            rows.append([_marked(group.name, _any_low(group)) if place == 0 else "",
                          str(f.age), f"{f.retained.customers:,}{' *' if f.low_confidence else ''}",
                          str(f.cohorts), ratio_text(f.retained.nrr),
                          ratio_text(f.retained.grr), ratio_text(f.retained.logo_retention)])
     return rows
+
+
+def _any_low(group: GroupRetention) -> bool:
+    return any(f.low_confidence for f in group.figures)
 
 
 def _bridge_values(month: BridgeMonth) -> tuple[int, ...]:
@@ -638,7 +642,7 @@ def _html_retention(report: Report) -> list[str]:
                                              f"logos {age} m", f"n {age} m")]
     for label, groups in (("segment", r.segments), ("channel", r.channels)):
         parts.append(_html_table([label, *headers], [
-            [_marked(g.name, any(f.low_confidence for f in g.figures)),
+            [_marked(g.name, _any_low(g)),
              *(cell for age in r.ages for cell in _html_pooled(g, age))]
             for g in (*groups, r.overall)]))
     parts += _html_small_numbers(report, [f for g in (*r.segments, *r.channels)
