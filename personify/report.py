@@ -348,13 +348,11 @@ def _retention(report: Report) -> list[str]:
     if not r.cohorts:
         return lines
     for label, groups in (("segment", r.segments), ("channel", r.channels)):
-        figures = [f for g in (*groups, r.overall) for f in g.figures]
-        if figures:
+        if r.ranked_by is not None:
             lines += ["", *text_table([label, "months", "customers", "cohorts", "NRR %",
                                        "GRR %", "logos %"], _retention_rows((*groups, r.overall)))]
-    notes = _small_numbers_note(report, [f for g in (*r.segments, *r.channels)
-                                         for f in g.figures])
-    lines += notes
+    lines += _small_numbers_note(report, [f for g in (*r.segments, *r.channels)
+                                          for f in g.figures])
     cohorts = r.cohorts[-TRIANGLE_COHORTS:]
     ages = range(1, min(TEXT_TRIANGLE_AGES, max(len(c.ages) for c in cohorts) - 1) + 1)
     for name, ratio in (("NRR", attrgetter("nrr")), ("GRR", attrgetter("grr"))):
@@ -641,6 +639,8 @@ def _html_retention(report: Report) -> list[str]:
     headers = [h for age in r.ages for h in (f"NRR {age} m", f"GRR {age} m",
                                              f"logos {age} m", f"n {age} m")]
     for label, groups in (("segment", r.segments), ("channel", r.channels)):
+        if r.ranked_by is None:
+            break
         parts.append(_html_table([label, *headers], [
             [_marked(g.name, _any_low(g)),
              *(cell for age in r.ages for cell in _html_pooled(g, age))]
