@@ -15,6 +15,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from processors.report import (
     TruthPerson,
     mean_minor,
 )
+from processors.retention import GroupRetention, Retained, tenths_of_percent
 
 DAY_MS = 86_400_000
 WIDTH = 100
@@ -44,6 +47,10 @@ MOVEMENT_ORDER = ("new", "expansion", "contraction", "churn", "reactivation")
 BRIDGE_MONTHS = 12
 """Months of the MRR bridge the tables show (the waterfall spans them all)."""
 SHOWN_DIFFERENCES = 8
+TRIANGLE_COHORTS = 24
+"""Cohorts (rows) of the retention triangles: the newest ones."""
+TEXT_TRIANGLE_AGES = 12
+"""Months since conversion (columns) of the printed triangles: 12 fit in 100 columns."""
 
 
 # ------------------------------------------------------------------------------- reading
@@ -180,6 +187,7 @@ def render_text(report: Report, *, title: str) -> str:
         "", *_attribution(report),
         "", *_matrix(report),
         "", *_mrr(report),
+        "", *_retention(report),
         "", *_truth(report),
         "", *_consistency(report)]
     return "\n".join(wrapped for line in lines for wrapped in _fit(line))
@@ -326,6 +334,69 @@ def _mrr(report: Report) -> list[str]:
     return lines
 
 
+def ratio_text(share: Fraction | None) -> str:
+    """An exact ratio as a percent to one decimal, without the sign (tables say "%")."""
+    if share is None:
+        return "–"
+    tenths = tenths_of_percent(share)
+    return f"{'-' if tenths < 0 else ''}{abs(tenths) // 10}.{abs(tenths) % 10}"
+
+
+def _retention(report: Report) -> list[str]:
+    r = report.retention
+    lines = ["RETENTION", f"  {_retention_lead(report)}"]
+    if not r.cohorts:
+        return lines
+    for label, groups in (("segment", r.segments), ("channel", r.channels)):
+        if r.ranked_by is not None:
+            lines += ["", *text_table([label, "months", "customers", "cohorts", "NRR %",
+                                       "GRR %", "logos %"], _retention_rows((*groups, r.overall)))]
+    lines += _small_numbers_note(report, [f for g in (*r.segments, *r.channels)
+                                          for f in g.figures])
+    cohorts = r.cohorts[-TRIANGLE_COHORTS:]
+    ages = range(1, min(TEXT_TRIANGLE_AGES, max(len(c.ages) for c in cohorts) - 1) + 1)
+    for name, ratio in (("NRR", attrgetter("nrr")), ("GRR", attrgetter("grr"))):
+        lines += ["", f"  {name} % by conversion cohort (rows) and months since conversion "
+                      "(columns); n = customers measured.", "", *text_table(
+                          ["cohort", "n", *map(str, ages)],
+                          [[c.month, f"{c.ages[0].customers:,}",
+                            *(ratio_text(ratio(c.ages[age])) if age < len(c.ages) else ""
+                              for age in ages)] for c in cohorts])]
+    return lines
+
+
+def _retention_lead(report: Report) -> str:
+    r = report.retention
+    if not r.cohorts:
+        return "No conversion month is complete yet: nothing to measure."
+    ages = f"{', '.join(map(str, r.ages[:-1]))} and {r.ages[-1]}" if len(r.ages) > 1 else \
+        str(r.ages[0])
+    lead = (f"Net (NRR) and gross (GRR) revenue retention and logo retention at {ages} months "
+            f"since conversion, pooled over the monthly cohorts old enough by "
+            f"{r.last_complete_month} (the last complete month); customers = those with MRR at "
+            "the end of their conversion month.")
+    if r.ranked_by is None:
+        return lead + f" No cohort has reached {min(r.ages)} months yet."
+    return lead + f" Rows rank by NRR at {r.ranked_by} months."
+
+
+def _retention_rows(groups: Iterable[GroupRetention]) -> list[list[str]]:
+    rows = []
+    for group in groups:
+        if not group.figures:
+            rows.append([group.name, "–", f"{group.customers:,}", "", "", "", ""])
+        for place, f in enumerate(group.figures):
+            rows.append([_marked(group.name, _any_low(group)) if place == 0 else "",
+                         str(f.age), f"{f.retained.customers:,}{' *' if f.low_confidence else ''}",
+                         str(f.cohorts), ratio_text(f.retained.nrr),
+                         ratio_text(f.retained.grr), ratio_text(f.retained.logo_retention)])
+    return rows
+
+
+def _any_low(group: GroupRetention) -> bool:
+    return any(f.low_confidence for f in group.figures)
+
+
 def _bridge_values(month: BridgeMonth) -> tuple[int, ...]:
     return (month.opening, month.new, month.expansion, month.reactivation, month.contraction,
             month.churn, month.closing)
@@ -428,7 +499,7 @@ def render_html(report: Report, *, title: str, footer: str = "") -> str:
         f"<p class='lead'>{_e(title)}</p><div class='kpis'>",
         *(f"<div class='kpi'>{_e(label)}<b>{_e(value)}</b></div>" for label, value in kpis),
         "</div>", *_html_best_customers(report), *_html_channels(report),
-        *_html_mrr(report), *_html_truth(report),
+        *_html_mrr(report), *_html_retention(report), *_html_truth(report),
         f"<footer><small>{_e(footer)}</small></footer></body></html>"]
     return "\n".join(parts)
 
@@ -558,6 +629,66 @@ def _html_mrr(report: Report) -> list[str]:
                                  [[k, f"{report.mrr_movements.get(k, 0):,}"]
                                   for k in MOVEMENT_ORDER]))
     return parts
+
+
+def _html_retention(report: Report) -> list[str]:
+    r, x, cur = report.retention, report.exponent, report.currency
+    parts = ["<h2>Retention</h2>", f"<p>{_e(_retention_lead(report))}</p>"]
+    if not r.cohorts:
+        return parts
+    headers = [h for age in r.ages for h in (f"NRR {age} m", f"GRR {age} m",
+                                             f"logos {age} m", f"n {age} m")]
+    for label, groups in (("segment", r.segments), ("channel", r.channels)):
+        if r.ranked_by is None:
+            break
+        parts.append(_html_table([label, *headers], [
+            [_marked(g.name, _any_low(g)),
+             *(cell for age in r.ages for cell in _html_pooled(g, age))]
+            for g in (*groups, r.overall)]))
+    parts += _html_small_numbers(report, [f for g in (*r.segments, *r.channels)
+                                          for f in g.figures])
+    cohorts = r.cohorts[-TRIANGLE_COHORTS:]
+    ages = range(1, max(len(c.ages) for c in cohorts))
+    for name, ratio in (("NRR", attrgetter("nrr")), ("GRR", attrgetter("grr"))):
+        parts += [f"<h3>{name} by conversion cohort</h3><p>Rows: the month customers converted; "
+                  f"columns: months since; cells: {name} (hover for the exact sums and logo "
+                  f"retention). Starting MRR in {cur}.</p>",
+                  _html_table(["cohort", "n", "starting MRR", *map(str, ages)], [
+                      [c.month, f"{c.ages[0].customers:,}", money(c.ages[0].starting_minor, x),
+                       *(_triangle_cell(ratio(c.ages[age]), c.ages[age], x)
+                         if age < len(c.ages) else "" for age in ages)]
+                      for c in cohorts])]
+    return parts
+
+
+def _html_pooled(group: GroupRetention, age: int) -> list[object]:
+    figure = group.at(age)
+    if figure is None:
+        return ["", "", "", ""]
+    cell = figure.retained
+    return [_retention_heat(cell.nrr, ratio_text(cell.nrr)),
+            _retention_heat(cell.grr, ratio_text(cell.grr)), ratio_text(cell.logo_retention),
+            f"{cell.customers:,}{' *' if figure.low_confidence else ''}"]
+
+
+def _triangle_cell(share: Fraction | None, cell: Retained, exponent: int) -> Markup:
+    title = (f"NRR {ratio_text(cell.nrr)} % = {money(cell.retained_minor, exponent)} / "
+             f"{money(cell.starting_minor, exponent)}; GRR {ratio_text(cell.grr)} % = "
+             f"{money(cell.gross_retained_minor, exponent)} / "
+             f"{money(cell.starting_minor, exponent)}; logos {cell.logos:,} of "
+             f"{cell.customers:,} ({ratio_text(cell.logo_retention)} %)")
+    return _retention_heat(share, ratio_text(share), title)
+
+
+def _retention_heat(share: Fraction | None, text: str, title: str = "") -> Markup:
+    """Green above 100 %, red below, deeper the further from it (full at ±50 points)."""
+    tip = f" title='{_e(title)}'" if title else ""
+    if share is None:
+        return Markup(f"<td{tip}>{_e(text)}</td>")
+    distance = min(1.0, abs(float(share) - 1) * 2)
+    colour = "16,185,129" if share >= 1 else "239,68,68"
+    alpha = 0.06 + 0.6 * distance
+    return Markup(f"<td style='background:rgba({colour},{alpha:.2f})'{tip}>{_e(text)}</td>")
 
 
 def _html_truth(report: Report) -> list[str]:

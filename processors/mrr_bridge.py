@@ -24,9 +24,15 @@ def month_of(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m")
 
 
-def _next(month: str) -> str:
-    year, number = int(month[:4]), int(month[5:])
-    return f"{year + number // 12:04d}-{number % 12 + 1:02d}"
+def add_months(month: str, months: int) -> str:
+    """The `YYYY-MM` that is `months` calendar months after `month` (before it if negative)."""
+    year, index = divmod(int(month[:4]) * 12 + int(month[5:]) - 1 + months, 12)
+    return f"{year:04d}-{index + 1:02d}"
+
+
+def months_between(first: str, last: str) -> int:
+    """How many calendar months `last` is after `first` (negative when it is before)."""
+    return (int(last[:4]) - int(first[:4])) * 12 + int(last[5:]) - int(first[5:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +63,7 @@ def bridge(month_kind_deltas: Iterable[tuple[str, str, int]]) -> tuple[BridgeMon
     months, month, last = [], min(sums), max(sums)
     while month <= last:
         months.append(month)
-        month = _next(month)
+        month = add_months(month, 1)
     rows, opening = [], 0
     for month in months:
         kinds = sums.get(month, {})

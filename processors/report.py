@@ -22,6 +22,9 @@ Rules, so every figure can be recomputed by hand:
   figure is a real customer's; the median of an even count is the lower middle.
 - **Time to conversion** is `conversion_ts − first_touch_ts`, over customers whose first touch
   is at or before their conversion.
+- **Retention** (NRR, GRR, logo retention) follows `processors/retention.py`: by conversion
+  cohort, complete months only, pooled over the cohorts old enough; groups rank by NRR with the
+  same small-numbers rule.
 - **Truth**: the pipeline agrees with the simulator on a customer when the acquisition channels
   are equal; people on a shared device (`ambiguous`) are compared apart, because the identity
   rules may rightly give their visits to the other person.
@@ -36,10 +39,11 @@ from fractions import Fraction
 from typing import Any
 
 from processors.channels import UNATTRIBUTED
+from processors.customers import Customer, customers_of, group_by, segment_order
 from processors.ledger import Ledger
 from processors.mrr_bridge import BridgeMonth, bridge, month_of
 from processors.person import profile_is_empty
-from processors.segments import SEGMENTS
+from processors.retention import Retention, retention_of
 
 TOP_PERCENT = 20
 MIN_CUSTOMERS = 10
@@ -112,26 +116,6 @@ class CreditBook:
 
 
 # ----------------------------------------------------------------------------------- tables
-
-
-@dataclass(frozen=True, slots=True)
-class Customer:
-    person_id: str
-    acquisition_channel: str
-    segment: str
-    revenue_minor: int
-    mrr_minor: int
-    first_touch_ts: int | None
-    conversion_ts: int
-    mrr_movements: tuple[tuple[int, str, int], ...] = ()
-    """(ts, kind, signed delta) of the MRR movements counted for the customer."""
-
-    @property
-    def conversion_ms(self) -> int | None:
-        """First touch to conversion; None without a first touch at or before conversion."""
-        if self.first_touch_ts is None or self.first_touch_ts > self.conversion_ts:
-            return None
-        return self.conversion_ts - self.first_touch_ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +273,8 @@ class Report:
     """Movement kind → how many, as the worker counted them (empty when unknown)."""
     mrr_bridge: tuple[BridgeMonth, ...]
     """MRR from each calendar month's opening to its closing, over every customer."""
+    retention: Retention
+    """NRR, GRR and logo retention by conversion cohort, segment and channel."""
     truth: TruthComparison | None
 
     @property
@@ -333,20 +319,6 @@ def _share(part: int, whole: int) -> float:
 # -------------------------------------------------------------------------------- computing
 
 
-def customers_of(profiles: Iterable[Mapping[str, Any]]) -> tuple[Customer, ...]:
-    """The converted persons among current profiles, in person id order."""
-    return tuple(sorted(
-        (Customer(person_id=p["person_id"],
-                  acquisition_channel=p["acquisition_channel"] or UNATTRIBUTED,
-                  segment=p["segment"], revenue_minor=p["lifetime_revenue_minor"],
-                  mrr_minor=p["mrr_minor"], first_touch_ts=p["first_touch_ts"],
-                  conversion_ts=p["conversion_ts"],
-                  mrr_movements=tuple((m["ts"], m["kind"], m["delta_minor"])
-                                      for m in p.get("mrr_movements", ())))
-         for p in profiles if p["conversion_ts"] is not None),
-        key=lambda c: c.person_id))
-
-
 def conversion_time(customers: Iterable[Customer]) -> ConversionTime | None:
     durations = [c.conversion_ms for c in customers if c.conversion_ms is not None]
     if not durations:
@@ -359,7 +331,7 @@ def segment_rows(customers: Sequence[Customer],
     """Customers, revenue, LTV and MRR by segment, largest revenue first."""
     total_revenue = sum(c.revenue_minor for c in customers)
     rows = []
-    for segment, members in _group(customers, lambda c: c.segment).items():
+    for segment, members in group_by(customers, lambda c: c.segment).items():
         revenue = sum(c.revenue_minor for c in members)
         rows.append(SegmentRow(
             segment=segment, customers=len(members),
@@ -369,7 +341,7 @@ def segment_rows(customers: Sequence[Customer],
             revenue_share=_share(revenue, total_revenue),
             ltv_minor=mean_minor(revenue, len(members)),
             low_confidence=len(members) < min_customers))
-    return tuple(sorted(rows, key=lambda r: (-r.revenue_minor, _segment_order(r.segment))))
+    return tuple(sorted(rows, key=lambda r: (-r.revenue_minor, segment_order(r.segment))))
 
 
 def concentration(customers: Sequence[Customer], segments: Sequence[SegmentRow],
@@ -397,7 +369,7 @@ def channel_rows(customers: Sequence[Customer], ledger: Ledger, models: Sequence
                  min_customers: int = MIN_CUSTOMERS) -> tuple[ChannelRow, ...]:
     """Every channel that acquired a customer or was credited by a model: by LTV among those
     with enough customers, then by LTV among the low-confidence ones, then the rest."""
-    by_channel = _group(customers, lambda c: c.acquisition_channel)
+    by_channel = group_by(customers, lambda c: c.acquisition_channel)
     credited = {channel for _, channel in ledger.by_model_channel}
     total_revenue = sum(c.revenue_minor for c in customers)
     rows = []
@@ -424,12 +396,12 @@ def channel_segment_matrix(customers: Sequence[Customer],
                            channels: Sequence[ChannelRow]) -> ChannelSegmentMatrix:
     """Customers and revenue by acquisition channel × segment."""
     cells: dict[tuple[str, str], MatrixCell] = {}
-    for key, members in _group(customers, lambda c: (c.acquisition_channel, c.segment)).items():
+    for key, members in group_by(customers, lambda c: (c.acquisition_channel, c.segment)).items():
         cells[key] = MatrixCell(len(members), sum(c.revenue_minor for c in members))
     present = {segment for _, segment in cells}
     return ChannelSegmentMatrix(
         channels=tuple(row.channel for row in channels if row.customers),
-        segments=tuple(sorted(present, key=_segment_order)), cells=cells)
+        segments=tuple(sorted(present, key=segment_order)), cells=cells)
 
 
 def compare_with_truth(customers: Sequence[Customer], truth: Iterable[TruthPerson],
@@ -473,8 +445,10 @@ def compare_with_truth(customers: Sequence[Customer], truth: Iterable[TruthPerso
 def build_report(profiles: ProfileBook, credits: CreditBook, *, models: Sequence[str],
                  currency: str, exponent: int, truth: Iterable[TruthPerson] | None = None,
                  mrr_movements: Mapping[str, int] | None = None,
-                 top_percent: int = TOP_PERCENT, min_customers: int = MIN_CUSTOMERS) -> Report:
-    """Every table of the report from the two books (and the truth, when there is one)."""
+                 top_percent: int = TOP_PERCENT, min_customers: int = MIN_CUSTOMERS,
+                 as_of_ms: int | None = None) -> Report:
+    """Every table of the report from the two books (and the truth, when there is one);
+    retention as of `as_of_ms`, by default as of the profiles' own clock."""
     customers = customers_of(profiles.latest.values())
     segments = segment_rows(customers, min_customers)
     channels = channel_rows(customers, credits.ledger, models, min_customers)
@@ -489,17 +463,7 @@ def build_report(profiles: ProfileBook, credits: CreditBook, *, models: Sequence
         mrr_movements=dict(mrr_movements or {}),
         mrr_bridge=bridge((month_of(ts), kind, delta) for c in customers
                           for ts, kind, delta in c.mrr_movements),
+        retention=retention_of(profiles.latest.values(), min_customers=min_customers,
+                               as_of_ms=as_of_ms),
         truth=None if truth is None else compare_with_truth(
             customers, truth, credits.revenue_by_person()))
-
-
-def _group(customers: Iterable[Customer], key) -> dict[Any, list[Customer]]:
-    groups: dict[Any, list[Customer]] = defaultdict(list)
-    for customer in customers:
-        groups[key(customer)].append(customer)
-    return groups
-
-
-def _segment_order(segment: str) -> tuple[int, str]:
-    """Known segments in their declared order (SMB first), then any other by name."""
-    return (SEGMENTS.index(segment), "") if segment in SEGMENTS else (len(SEGMENTS), segment)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import faust
@@ -18,12 +19,17 @@ from processors.aggregates import (
     mrr_movements,
     sum_cells,
 )
+from processors.report import MIN_CUSTOMERS
+from processors.retention import as_dict, retention_of
 from processors.views import BEST_CUSTOMERS, PREFIX, person_credits_key, person_key
 from streams.context import Pipeline
 
 MAX_LIMIT = 1000
 LIMIT = re.compile(r"[0-9]{1,4}")
 """ASCII digits only: str.isdigit() takes '²', which int() then refuses."""
+AS_OF = re.compile(r"[0-9]{1,15}")
+"""Epoch milliseconds, like every time in the contract."""
+MGET_BATCH = 1000
 
 
 def register(app: faust.App, pipeline: Pipeline, guard) -> None:
@@ -80,6 +86,40 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
                             "reactivation_minor": m.reactivation,
                             "contraction_minor": m.contraction, "churn_minor": m.churn,
                             "closing_minor": m.closing} for m in months]})
+
+    async def current_profiles(view: View) -> list[bytes] | Response:
+        """Every person's profile from Redis, raw (or the error to answer)."""
+        try:
+            keys = [key async for key in redis.scan_iter(person_key("*"), count=MGET_BATCH)]
+            values = []
+            for start in range(0, len(keys), MGET_BATCH):
+                values += await redis.mget(keys[start:start + MGET_BATCH])
+        except RedisError:
+            return error(view, 503, "views_unavailable", "Redis is not reachable; retry")
+        return [value for value in values if value]
+
+    def retention_answer(profiles: list[bytes], as_of_ms: int | None) -> dict:
+        return {"reporting_currency": currency, **as_dict(retention_of(
+            map(orjson.loads, profiles), min_customers=MIN_CUSTOMERS, as_of_ms=as_of_ms))}
+
+    @app.page("/reports/retention")
+    class Retention(View):
+        """NRR, GRR and logo retention by conversion cohort, and at 3, 6 and 12 months by
+        segment and channel, as of `as_of` (epoch ms) or of the profiles' own clock."""
+
+        async def get(self, request: Request) -> Response:
+            if (denied := guard(self, request)) is not None:
+                return denied
+            raw = request.query.get("as_of")
+            if raw is not None and not AS_OF.fullmatch(raw):
+                return error(self, 400, "bad_as_of", "as_of must be epoch milliseconds")
+            profiles = await current_profiles(self)
+            if isinstance(profiles, Response):
+                return profiles
+            # every profile is parsed and folded: off the event loop, so the stream keeps going
+            answer = await asyncio.to_thread(retention_answer, profiles,
+                                             None if raw is None else int(raw))
+            return self.json(answer)
 
     @app.page("/reports/channels")
     class Channels(View):

@@ -1,7 +1,7 @@
 """MRR adds up by acquisition channel and segment, to the same minor unit on every surface:
 the worker's Prometheus gauges, the Redis views, the API and the report built from profiles,
 and all of them equal the batch computation's customers; the MRR bridge of the API equals the
-report's and closes on the MRR."""
+report's and closes on the MRR; the API's retention equals the report's, figure for figure."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from processors.aggregates import mrr_movements, sum_cells
 from processors.report import CreditBook, ProfileBook, build_report
+from processors.retention import as_dict
 from processors.views import PREFIX
 from tests.chaos.test_kills import Expected, _simulate, send
 from tests.integration.test_event_time_through_the_broker import read_profiles_until
@@ -77,6 +78,16 @@ def _bridge_from_api(worker, query: str = "") -> list[tuple]:
              m["closing_minor"]) for m in answer["months"]]
 
 
+def _retention_from_api(worker, query: str = "") -> dict:
+    answer = json.loads(_http(worker, f"/reports/retention{query}"))
+    assert answer.pop("reporting_currency") == "USD"
+    return answer
+
+
+def _as_served(retention) -> dict:
+    return orjson.loads(orjson.dumps(as_dict(retention)))
+
+
 def _bridge_rows(months) -> list[tuple]:
     return [(m.month, m.opening, m.new, m.expansion, m.reactivation, m.contraction, m.churn,
              m.closing) for m in months]
@@ -105,12 +116,16 @@ def test_mrr_by_channel_and_segment_is_the_same_minor_unit_on_every_surface(
 
     bridge = _bridge_rows(report.mrr_bridge)
     assert bridge and bridge[-1][-1] == sum(truth.values())  # the bridge closes on the MRR
+    retention = _as_served(report.retention)
+    assert retention["cohorts"][0]["ages"][1]["customers"] > 0  # a cohort a month old at least
     channel = max(_by(truth, 0), key=_by(truth, 0).get)
     deadline, surfaces, expected_surfaces = time.monotonic() + 60, {}, {
-        "metrics": truth, "redis": truth, "api": truth, "api bridge": bridge}
+        "metrics": truth, "redis": truth, "api": truth, "api bridge": bridge,
+        "api retention": retention}
     while time.monotonic() < deadline:  # the views are published every 5 s
         surfaces = {"metrics": _from_metrics(worker), "redis": _from_redis(settings.redis_url),
-                    "api": _from_api(worker), "api bridge": _bridge_from_api(worker)}
+                    "api": _from_api(worker), "api bridge": _bridge_from_api(worker),
+                    "api retention": _retention_from_api(worker)}
         if surfaces == expected_surfaces:
             break
         time.sleep(1)
@@ -118,3 +133,10 @@ def test_mrr_by_channel_and_segment_is_the_same_minor_unit_on_every_surface(
     assert all(value > 0 for value in truth.values())  # no channel goes negative
     closing = _bridge_from_api(worker, f"?channel={urllib.parse.quote(channel)}")[-1][-1]
     assert closing == _by(truth, 0)[channel]
+
+    # as of a later clock the cohorts reach 3, 6 and 12 months: the same figures on both sides
+    as_of = 1_769_904_000_000  # 2026-02-01T00:00Z: 2026-01 is the last complete month
+    later = build_report(book, CreditBook(), models=("first_touch",), currency="USD",
+                         exponent=2, as_of_ms=as_of).retention
+    assert later.ranked_by == 12 and later.overall.at(12).retained.customers > 0
+    assert _retention_from_api(worker, f"?as_of={as_of}") == _as_served(later)

@@ -162,6 +162,10 @@ def test_api_errors_are_json_and_a_token_guards_every_route_but_health(
     assert _get(worker, "/reports/best-customers?limit=3", token="s3cret") == (
         200, {"customers": []})
     assert _get(worker, "/metrics", token="s3cre")[0] == 401
+    assert _get(worker, "/reports/retention")[0] == 401
+    assert _get(worker, "/reports/retention?as_of=2026-01-01", token="s3cret")[0] == 400
+    status, empty = _get(worker, "/reports/retention", token="s3cret")
+    assert (status, empty["cohorts"], empty["as_of_ms"]) == (200, [], None)
     for limit in ("%C2%B2", "1" * 5000, "-1", "1.0", "%EF%BC%91"):  # ², many digits, fullwidth 1
         assert _get(worker, f"/reports/best-customers?limit={limit}", token="s3cret")[0] == 400
 

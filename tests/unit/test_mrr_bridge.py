@@ -1,6 +1,6 @@
 """The MRR bridge, computed by hand."""
 
-from processors.mrr_bridge import BridgeMonth, bridge, month_of
+from processors.mrr_bridge import BridgeMonth, add_months, bridge, month_of, months_between
 
 
 def test_a_bridge_closes_every_month_and_carries_the_closing_over_quiet_months():
@@ -25,3 +25,10 @@ def test_months_roll_over_the_year_and_are_utc():
 
 def test_no_movement_no_bridge():
     assert bridge([]) == ()
+
+
+def test_month_arithmetic_crosses_years_both_ways():
+    assert [add_months("2025-11", k) for k in (-11, -1, 0, 2, 14)] == [
+        "2024-12", "2025-10", "2025-11", "2026-01", "2027-01"]
+    assert months_between("2024-12", "2026-01") == 13
+    assert months_between("2026-01", "2024-12") == -13

@@ -16,6 +16,9 @@ from processors.report import (
     percentile,
     top_count,
 )
+from processors.retention import retention_of
+from tests.unit.test_retention import AS_OF as RETENTION_AS_OF
+from tests.unit.test_retention import PROFILES as RETENTION_PROFILES
 
 DAY = 86_400_000
 MODELS = ("first_touch", "linear")
@@ -336,7 +339,7 @@ def test_money_is_whole_major_units_with_thousands_separators(minor, exponent, e
 def test_the_printed_report_fits_a_100_column_terminal_and_names_every_section():
     text = render_text(report(mrr_movements={"new": 5}), title="five customers")
     assert max(map(len, text.splitlines())) <= 100
-    for section in ("WHO ARE MY BEST CUSTOMERS?", "WHERE DID THEY COME FROM?", "MRR",
+    for section in ("WHO ARE MY BEST CUSTOMERS?", "WHERE DID THEY COME FROM?", "MRR", "RETENTION",
                     "CHECKED AGAINST THE SIMULATOR'S TRUTH", "CONSISTENCY OF THE OUTPUTS"):
         assert section in text
     assert "The top 20 % of customers (1 of 5) bring 66.7 % of revenue." in text
@@ -404,3 +407,33 @@ def test_the_report_shows_the_mrr_bridge_from_the_customers_movements():
     rows = [line.split() for line in text.splitlines() if line.startswith("  2025-02")]
     assert rows == [["2025-02", "27", "0", "0", "0", "5", "7", "15"]]  # whole dollars
     assert "closing 2025-02" in render_html(r, title="bridge")
+
+
+def test_the_report_shows_retention_by_segment_channel_and_cohort():
+    profiles = ProfileBook()
+    for record in RETENTION_PROFILES:
+        profiles.add(record)
+    r = build_report(profiles, CreditBook(), models=MODELS, currency="USD", exponent=2,
+                     min_customers=2, as_of_ms=RETENTION_AS_OF)
+    assert r.retention == retention_of(RETENTION_PROFILES, min_customers=2,
+                                       as_of_ms=RETENTION_AS_OF)
+    text = render_text(r, title="retention")
+    assert max(map(len, text.splitlines())) <= 100
+    section = text[text.index("RETENTION"):text.index("CHECKED AGAINST")]
+    assert "at 3, 6 and 12 months" in section and "Rows rank by NRR at 12 months." in section
+    rows = [line.split() for line in section.splitlines()]
+    assert ["SMB", "3", "3", "1", "89.5", "57.9", "66.7"] in rows
+    assert ["Enterprise", "*", "3", "1", "*", "1", "200.0", "100.0", "100.0"] in rows
+    assert ["12", "1", "*", "1", "0.0", "0.0", "0.0"] in rows  # Organic Search, C alone
+    assert rows.count(["2025-01", "3", "147.4", "105.3", "89.5", "121.1", "121.1", "121.1",
+                       "121.1", "121.1", "121.1", "94.7", "94.7", "94.7"]) == 1  # NRR
+    assert ["2025-03", "1", *["100.0"] * 10] in rows  # GRR: E's expansion is not counted
+    page = render_html(r, title="retention")
+    assert "<h2>Retention</h2>" in page and "<h3>GRR by conversion cohort</h3>" in page
+    assert ("title='NRR 89.5 % = 170 / 190; GRR 57.9 % = 110 / 190; logos 2 of 3 (66.7 %)'"
+            in page)
+
+
+def test_a_report_too_young_for_retention_says_so():
+    text = render_text(report(), title="five customers")
+    assert "RETENTION\n  No conversion month is complete yet: nothing to measure." in text
