@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from personify.collector.access import CORS_PREFLIGHT_HEADERS, Unauthorized, authenticate
 from personify.collector.config import CollectorConfig, Source
-from personify.collector.delivery import Delivery, Outgoing, Undelivered
+from personify.collector.delivery import Outgoing, Sink, Undelivered
 from personify.collector.metrics import ROUTES, CollectorMetrics
 from personify.settings import Topics
 from processors.dead_letters import HTTP_OFFSET, HTTP_PARTITION, HttpOrigin, dead_letter_record
@@ -62,7 +62,7 @@ class Collector:
 
     config: CollectorConfig
     topics: Topics
-    delivery: Delivery
+    delivery: Sink
     metrics: CollectorMetrics
     clock_ms: Callable[[], int] = _now_ms
     new_request_id: Callable[[], str] = _request_id

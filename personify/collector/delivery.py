@@ -14,6 +14,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -25,6 +26,12 @@ class Outgoing:
     topic: str
     key: bytes | None
     value: bytes
+
+
+class Sink(Protocol):
+    """Where the collector's messages go: `Delivery` (Kafka), or a list in the fast tests."""
+
+    async def send(self, messages: Sequence[Outgoing]) -> None: ...
 
 
 class Undelivered(RuntimeError):
