@@ -204,3 +204,20 @@ def test_every_write_key_is_compared():
     assert source_of("backend-key", sources).name == "backend"
     assert source_of("backend-ke", sources) is None
     assert source_of("", replace(CONFIG, sources=()).sources) is None
+
+
+def test_the_golden_http_dead_letter_is_what_the_collector_writes():
+    from pathlib import Path
+
+    from processors.dead_letters import HttpOrigin, dead_letter_record
+    from processors.intake import read_item
+
+    path = Path(__file__).resolve().parents[2] / "schemas" / "examples" / (
+        "dead_letter.v1.http_unmapped_event.json")
+    golden = orjson.loads(path.read_bytes())
+    refused = read_item(orjson.loads(base64.b64decode(golden["original_b64"])),
+                        allowed=frozenset({"billing"}), now_ms=golden["ts"], rules=CONFIG.rules)
+    assert dead_letter_record(
+        raw=refused.original, topic="http:/v1/batch", partition=-1, offset=-1,
+        reason=refused.reason, message=refused.message, ts_ms=golden["ts"],
+        http=HttpOrigin(**golden["http"])) == golden
