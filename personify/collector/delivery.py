@@ -70,7 +70,7 @@ class _Pending:
 
 
 class Delivery:
-    def __init__(self, bootstrap_servers: str, *, timeout_ms: int, linger_ms: int = 5) -> None:
+    def __init__(self, bootstrap_servers: str, *, timeout_ms: int, linger_ms: int = 1) -> None:
         self.timeout_ms = timeout_ms
         self._producer = Producer({
             **PRODUCER_DEFAULTS,
