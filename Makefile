@@ -1,5 +1,5 @@
 # The two commands of the README, plus helpers. Everything runs from .venv, created on demand.
-.PHONY: demo test unit bench chaos lint stack-up stack-down stack-status
+.PHONY: demo test unit bench bench-collector chaos lint stack-up stack-down stack-status
 
 demo:        ## the main job: local stack + worker + simulated population + the answer
 	bash scripts/demo.sh $(ARGS)
@@ -16,6 +16,9 @@ chaos:       ## 20 SIGKILLs, a takeover, a broker stop and start, on the local s
 
 bench:       ## the benchmarks of bench/ on the local stack
 	bash scripts/venv.sh && .venv/bin/python -m bench $(ARGS)
+
+bench-collector:  ## the HTTP collector's throughput, latency and CPU cost (docs/collector.md)
+	bash scripts/venv.sh && .venv/bin/python -m bench.collector $(ARGS)
 
 lint:
 	bash scripts/venv.sh && .venv/bin/ruff check .

@@ -17,6 +17,8 @@ TOOL_COMMANDS = {
     "send": ("personify.send", "produce a JSONL file of events to the input topics"),
     "credits": ("personify.credits", "running credit totals by model and channel"),
     "views": ("personify.views", "rebuild Redis's serving views from Kafka"),
+    "collect": ("personify.collector.command", "the HTTP collector: events from browsers, "
+                "backends and Segment-style clients"),
 }
 
 

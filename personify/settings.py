@@ -61,6 +61,13 @@ class Settings:
     config_file: str = ""
     """Optional TOML file with the pipeline's rules (channels, identity, attribution, segments);
     see config/personify.example.toml. Empty means the DESIGN.md defaults."""
+    collector_host: str = "127.0.0.1"
+    """Interface the HTTP collector (`personify collect`) binds to."""
+    collector_port: int = 16080
+    """Port of the HTTP collector."""
+    collector_config_file: str = ""
+    """TOML with the collector's sources and write keys, allowed origins and limits; see
+    config/collector.example.toml. Empty: no source, so every request is refused (401)."""
     kafka_version: str = "4.1.1"
     """Apache Kafka release resolved through Maven for the local broker."""
     topics: Topics = field(default_factory=Topics)

@@ -69,6 +69,11 @@ class Reason(StrEnum):
     REFUND_BEFORE_PAYMENT = "refund_before_payment"
     PROCESSING_ERROR = "processing_error"
     """An event the pipeline failed on (a defect of the pipeline, logged): kept, not lost."""
+    # Produced by the HTTP collector (`personify collect`), before an event reaches a topic.
+    UNMAPPED_EVENT = "unmapped_event"
+    """A Segment-style message that maps to no event of the contract (docs/collector.md)."""
+    SOURCE_NOT_ALLOWED = "source_not_allowed"
+    """The write key's source may not send events of this schema (say, billing from a browser)."""
 
 
 REASONS: Final[tuple[str, ...]] = tuple(reason.value for reason in Reason)

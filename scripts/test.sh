@@ -14,6 +14,8 @@ stop_started() {
 trap stop_started EXIT
 echo "==> starting the local stack (Kafka, Redis, Prometheus) unless it is running"
 .venv/bin/personify stack up --started-file "$started"
+echo "==> the headless browser of the snippet test (Debian's chromium, unless installed)"
+.venv/bin/python -m personify.stack.browser
 echo "==> tests: ${PERSONIFY_TEST_PATHS:-unit, integration and chaos} (${PERSONIFY_CHAOS_KILLS:-3} kills per chaos test)"
 # shellcheck disable=SC2086  # the paths are words on purpose
 .venv/bin/python -m pytest ${PERSONIFY_TEST_PATHS:-tests --ignore=tests/chaos/test_kills.py} \

@@ -1,0 +1,92 @@
+"""`personify collect` in a child process, as an operator runs it, and plain HTTP to it."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from personify.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class CollectorProcess:
+    def __init__(self, settings: Settings, config_toml: str, workdir: Path) -> None:
+        config_file = workdir / f"collector-{free_port()}.toml"
+        config_file.write_text(config_toml)
+        self.settings = replace(settings, collector_port=free_port(),
+                                collector_config_file=str(config_file))
+        self.log_path = config_file.with_suffix(".log")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def port(self) -> int:
+        return self.settings.collector_port
+
+    def start(self, timeout_s: float = 30) -> CollectorProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "personify.cli", "collect"],
+            env={**os.environ, **self.settings.to_env()}, stdout=self._log,
+            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"collector exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if self.request("GET", "/health")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"collector not answering within {timeout_s} s:\n{self.log()}")
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None,
+                timeout_s: float = 15) -> tuple[int, dict[str, str], Any]:
+        """(status, headers, JSON answer or None)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            data = response.read()
+            answer = orjson.loads(data) if response.getheader("Content-Type", "").startswith(
+                "application/json") else data
+            return response.status, dict(response.getheaders()), answer
+        finally:
+            connection.close()
+
+    def post(self, path: str, document: Any, **headers: str) -> tuple[int, dict[str, str], Any]:
+        body = document if isinstance(document, bytes) else orjson.dumps(document)
+        return self.request("POST", path, body, headers)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
