@@ -15,14 +15,12 @@ import signal
 import sys
 from datetime import UTC, datetime
 
-from confluent_kafka.admin import AdminClient
-
 from bench.ceilings import measure_ceilings
 from bench.latency import Preload, measure_rates, preload
 from bench.progress import say
 from bench.recovery import measure_recovery
 from bench.report import Results, machine
-from bench.sandbox import Sandbox
+from bench.sandbox import Sandbox, broker_missing
 from bench.throughput import drain_backlog, write_cost
 from bench.worker import WorkerProcess
 from bench.workload import LIVE_SEED_OFFSET, Backlog, live_stream, produce_backlog, simulate
@@ -126,11 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     base = Settings.from_env()
-    try:
-        AdminClient({"bootstrap.servers": base.kafka_bootstrap}).list_topics(timeout=10)
-    except Exception as exc:  # any failure here means the same
-        print(f"bench: no Kafka broker at {base.kafka_bootstrap} ({exc}); start the local "
-              "stack with `.venv/bin/personify stack up`", file=sys.stderr)
+    if broker_missing(base):
         return 2
     started_at = datetime.now(UTC)
     sandbox = Sandbox.create(base)

@@ -32,13 +32,13 @@ from pathlib import Path
 import orjson
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from bench.progress import say
 from bench.report import RESULTS_DIR, machine
-from bench.sandbox import Sandbox, free_port
+from bench.sandbox import Sandbox, broker_missing, free_port
 from bench.worker import usage_of
 from personify.settings import Settings
+from personify.stack.processes import stop_process
 
 WRITE_KEY = "bench-key"
 AUTHORIZATION = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
@@ -231,11 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="clients (default 8)")
     options = parser.parse_args(argv)
     base = Settings.from_env()
-    try:
-        AdminClient({"bootstrap.servers": base.kafka_bootstrap}).list_topics(timeout=10)
-    except Exception as exc:  # any failure here means the same
-        print(f"bench: no Kafka broker at {base.kafka_bootstrap} ({exc}); start the local "
-              "stack with `.venv/bin/personify stack up`", file=sys.stderr)
+    if broker_missing(base):
         return 2
     sandbox = Sandbox.create(base)
     process, port = start_collector(sandbox.settings, sandbox.workdir)
@@ -244,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = asyncio.run(measure(options, port, process.pid))
         stored = stored_events(sandbox.settings)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process)
         say(f"deleted {len(sandbox.clean_up())} topics")
     results = CollectorResults(batch=options.batch, concurrency=options.concurrency,
                                seconds=options.seconds, stored_events=stored, **figures)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, fields, replace
@@ -18,6 +19,17 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from personify.settings import Settings, Topics
 from personify.stack.topics import ensure_topics
+
+
+def broker_missing(settings: Settings) -> bool:
+    """True, with what to do said on stderr, when no broker answers at the settings' address."""
+    try:
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10)
+    except Exception as exc:  # any failure here means the same
+        print(f"bench: no Kafka broker at {settings.kafka_bootstrap} ({exc}); start the local "
+              "stack with `.venv/bin/personify stack up`", file=sys.stderr)
+        return True
+    return False
 
 
 def free_port() -> int:

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from personify.settings import Settings
+from personify.stack.processes import stop_process
 
 
 def free_port() -> int:
@@ -81,12 +82,7 @@ class CollectorProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.alive():
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout_s=15)
         if getattr(self, "_log", None):
             self._log.close()

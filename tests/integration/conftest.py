@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from personify.settings import Settings, Topics
+from personify.stack.processes import stop_process
 from personify.stack.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -116,13 +117,8 @@ class Worker:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process)
         if getattr(self, "_log", None):
             self._log.close()
 
