@@ -1,11 +1,13 @@
 """The agents: thin loops that read state, call a processor, send the decisions, write state.
 
-validate_events (inputs) ─► device batches ─► stitch_identities (devices) ─► person batches
+the input stage (inputs) ─► device batches ─► stitch_identities (devices) ─► person batches
                                                                          ─► credit_revenue (persons)
 credit_revenue ─► attribution credits, profiles, dead letters, aggregates, serving views
 
-The internal topics carry batches (processors/messages.py): a stage sends one record per
-partition of the next stage for all it forwards there. A downstream stage takes up to
+The input stage holds no state and runs on librdkafka in a thread (streams/intake.py); the
+stateful stages are Faust agents over tables. The internal topics carry batches
+(processors/messages.py): a stage sends one record per partition of the next stage for all it
+forwards there. A downstream stage takes up to
 RECORDS_PER_TAKE such records at a time and awaits the broker once per take, so its round
 trips do not grow with the traffic. Each key always lands in the partition Kafka's default
 partitioner gives it, so a table's changelog record is in the partition that owns its key.
@@ -33,6 +35,7 @@ from collections.abc import Awaitable
 from functools import lru_cache, partial
 
 import faust
+import mode
 import orjson
 
 from personify.partitioner import partition_for
@@ -40,7 +43,6 @@ from processors import messages
 from processors.aggregates import windows
 from processors.dead_letters import dead_letter_record
 from processors.identity import (
-    JUNK_ANONYMOUS_ID,
     Accepted,
     Claim,
     DeviceInput,
@@ -50,7 +52,6 @@ from processors.identity import (
     SignupSeen,
     Stitched,
     TouchDropped,
-    device_key,
     step_device,
 )
 from processors.person import (
@@ -66,11 +67,11 @@ from processors.person import (
 )
 from processors.revenue import Credit, credit_record
 from processors.touchpoints import detect_touch
-from processors.validation import Rejection, decode
 from processors.views import aggregate_writes, credit_writes, profile_writes
 from schemas.events import PageView, Signup
 from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
+from streams.intake import start_intake
 from streams.operations import (
     RepeatLimiter,
     Takes,
@@ -80,8 +81,6 @@ from streams.operations import (
 from streams.state_cache import CachedStates, TableWrites, TakenPartitions
 from streams.views import revenue_share_of_top
 
-BATCH_MAX_EVENTS = 2000
-"""Input events validated per batch, at most."""
 BATCH_WITHIN_S = 0.01
 """How long a stage waits to fill a take: the latency it adds at low traffic."""
 RECORDS_PER_TAKE = 1000
@@ -135,13 +134,10 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     topics, tables, metrics = pipeline.topics, pipeline.tables, pipeline.metrics
     config, settings = pipeline.config, pipeline.settings
     names = settings.topics
-    kind_of_topic = {names.page_views: "page_view", names.signups: "signup",
-                     names.billing: "billing"}
     detect = partial(detect_touch, config=config.channels)
-    to_devices = Outbox(topics.device_events, settings.partitions)
     to_persons = Outbox(topics.person_events, settings.partitions)
     devices = CachedStates(tables.devices, DeviceState.from_dict, STATES_CACHED,
-                           to_devices.partition_of)
+                           to_persons.partition_of)
     persons = CachedStates(tables.persons, PersonState.from_dict, STATES_CACHED,
                            to_persons.partition_of)
     takes = Takes()
@@ -165,42 +161,16 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                                  msg.partition, msg.offset, "processing_error",
                                  f"{type(exc).__name__}: {exc}")
 
-    @app.agent(topics.inputs, name="validate_events")
-    async def validate_events(stream: faust.StreamT) -> None:
-        """Decode and validate a batch of inputs; forward the valid events in batches. (No
-        table is written here: Faust refuses table writes inside `take`.)"""
-        await takes.run(stream, BATCH_MAX_EVENTS, BATCH_WITHIN_S, validate_all)
+    @app.service
+    class InputStage(mode.Service):
+        """The input stage's thread (streams/intake.py), started once the tables are
+        recovered and stopped with the worker."""
 
-    async def validate_all(events: list[faust.EventT]) -> None:
-        sent: list[Awaitable] = []
-        for event in events:
-            try:
-                await validate(event, sent)
-            except Exception as exc:  # noqa: BLE001 - the stream must outlive any record
-                sent.append(await dead_letter_failure(event, exc))
-        await to_devices.send(sent)
-        await delivered(sent)
+        async def on_start(self) -> None:
+            self._stop = start_intake(settings, config, metrics)
 
-    async def validate(event: faust.EventT, sent: list[Awaitable]) -> None:
-        msg = event.message
-        raw = event.value or b""
-        metrics.events_consumed.labels(msg.topic).inc()
-        result = decode(raw, kind_of_topic[msg.topic], now_ms=wall_ms(),
-                        config=config.validation)
-        if isinstance(result, Rejection):
-            sent.append(await dead_letter(event.key, raw, msg.topic, msg.partition, msg.offset,
-                                          result.reason, result.message))
-            return
-        source = messages.Source(msg.topic, msg.partition, msg.offset, raw.decode())
-        if isinstance(result, (PageView, Signup)):
-            key = device_key(result, config.identity)
-            if key is None:  # a junk anonymous id and no user: a touch of nobody
-                metrics.touches_dropped.labels(JUNK_ANONYMOUS_ID).inc()
-                metrics.events_processed.labels(msg.topic).inc()
-                return
-        else:
-            key = result.user_id
-        to_devices.add(key, messages.encode(messages.Sourced(result, source)))
+        async def on_stop(self) -> None:
+            await asyncio.to_thread(self._stop)
 
     async def batch_items(events: list[faust.EventT], sent: list[Awaitable]
                           ) -> list[tuple[faust.EventT, list[tuple[str, dict]]]]:
@@ -366,7 +336,7 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
     """Gauges read from the worker's own assignment, so a lost partition stops counting;
     and the serving views' write-behind."""
     metrics, tables, names = pipeline.metrics, pipeline.tables, pipeline.settings.topics
-    streamed = {*names.inputs(), names.device_events, names.person_events}
+    streamed = (names.device_events, names.person_events)  # the inputs: streams/intake.py
 
     @app.task
     async def write_serving_views() -> None:
@@ -389,14 +359,13 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
 
     @app.timer(interval=5.0)
     async def measure_lag() -> None:
-        lag: dict[str, int] = {}
+        lag = dict.fromkeys(streamed, 0)  # a partition lost stops counting
         for tp in app.consumer.assignment():
-            if tp.topic not in streamed:
+            if tp.topic not in lag:
                 continue
             end, done = app.consumer.highwater(tp), _committed(app, tp)
             if end is not None:
-                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - (done or 0))
-        metrics.consumer_lag.clear()
+                lag[tp.topic] += max(0, end - (done or 0))
         for topic, behind in lag.items():
             metrics.consumer_lag.labels(topic).set(behind)
 

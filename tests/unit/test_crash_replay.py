@@ -104,7 +104,7 @@ def _by_key(record: list[tuple[str, object]]) -> dict[str, list]:
     return by_key
 
 
-@settings(max_examples=int(__import__("os").environ.get("N", 300)), deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(log=logs(), seed=st.integers(0, 2**32), max_batch=st.integers(1, 5),
        crash_share=st.sampled_from([0.05, 0.2]))
 def test_any_crash_of_any_stage_ends_with_the_batch_computation(log, seed, max_batch,
