@@ -69,3 +69,17 @@ def _load_file_uri(uri: str) -> dict[str, Any]:
 def _load_file(file_name: str) -> dict[str, Any]:
     document: dict[str, Any] = orjson.loads((SCHEMA_DIR / file_name).read_bytes())
     return document
+
+
+Headers = tuple[tuple[str, bytes], ...]
+CONTENT_TYPE: Final = b"application/json"
+
+
+@cache
+def headers_for(schema_name: str) -> Headers:
+    """The Kafka headers of every record the pipeline writes: `content-type`, `schema` (the
+    record's `schema` field, `credit/2`) and `schema-version` (its major version, `2`), so a
+    consumer can route or refuse a record before parsing its value."""
+    schema_file(schema_name)  # refuses a name that is no schema name
+    return (("content-type", CONTENT_TYPE), ("schema", schema_name.encode()),
+            ("schema-version", schema_name.partition("/")[2].encode()))
