@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from processors.attribution import MODELS
+from streams.metrics import STAGES
 from tests.integration.collector_process import CollectorProcess
 from tests.integration.conftest import consume, produce
 
@@ -65,7 +66,7 @@ def test_collector_and_worker_records_carry_content_type_schema_and_version(
             "kind": "refund", "amount_minor": 100, "currency": "EUR",
             "refund_of": "pay-unknown"})),
     ])
-    start_worker(settings)
+    worker = start_worker(settings)
 
     for topic, schema in ((t.page_views, "page_view/1"), (t.signups, "signup/1")):
         (message,) = consume(settings, topic, expected=1, settle_s=0.5)
@@ -85,3 +86,5 @@ def test_collector_and_worker_records_carry_content_type_schema_and_version(
         _assert_described(message, "dead_letter/1")
     reasons = sorted(orjson.loads(m.value())["reason"] for m in dead_letters)
     assert reasons == ["not_json", "refund_unknown_payment", "unmapped_event"]
+    for stage in STAGES:  # the processing time of every stage's takes is measured
+        assert worker.metric("personify_take_seconds_count", stage=stage) >= 1, stage
