@@ -1,5 +1,5 @@
 # The worker and the tools, for docker-compose.yml.
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY personify ./personify
@@ -9,5 +9,5 @@ COPY schemas ./schemas
 RUN pip install --no-cache-dir .
 ENV PERSONIFY_WEB_HOST=0.0.0.0 \
     PERSONIFY_DATA_DIR=/var/lib/personify
-EXPOSE 16066
+EXPOSE 16066 16080
 CMD ["personify", "worker"]

@@ -77,6 +77,10 @@ class Reason(StrEnum):
 
 
 REASONS: Final[tuple[str, ...]] = tuple(reason.value for reason in Reason)
+NOT_BAD_DATA: Final = frozenset({Reason.DUPLICATE_EVENT_ID, Reason.PROCESSING_ERROR})
+"""Reasons that say nothing about the sender's data: a copy of an accepted event (counted as a
+duplicate, not dead-lettered), a defect of the pipeline. Every other reason is bad input, which
+is what the dead-letter rate alert watches (ops/prometheus/rules.yml)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """The wire contract as data: the JSON Schemas of this folder, loaded and compiled (DESIGN §2, §7).
 
 The schema files are the one source of truth. A schema name `kind/major` (the `schema` field of
-every message) lives in `kind.v{major}.schema.json`; `$ref`s between files resolve from this folder
-by their `$id`, never over the network. Validators are compiled once per process and cached.
+every message) lives in `kind.v{major}.schema.json`. The files carry no `$id`: a `$ref` such as
+`common.v1.schema.json#/$defs/currency` is relative to the file that holds it, so any validator
+(`check-jsonschema --schemafile schemas/credit.v2.schema.json …`) resolves it from this folder,
+never over the network. Validators are compiled once per process and cached.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import fastjsonschema
 import orjson
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent
-ID_BASE: Final = "https://personify.dev/schemas/"
-"""Prefix of every `$id`: an identifier, not an address to fetch."""
 
 TopicKind = Literal["page_view", "signup", "billing"]
 
@@ -52,15 +54,32 @@ def load_schema(schema_name: str) -> dict[str, Any]:
 @cache
 def validator(schema_name: str) -> Callable[[Any], Any]:
     """The compiled validator of `schema_name`: returns its argument or raises `SchemaError`."""
-    return fastjsonschema.compile(load_schema(schema_name), handlers={"https": _load_by_id})
+    path = schema_file(schema_name)
+    located = {**load_schema(schema_name), "$id": path.as_uri()}  # the base of relative `$ref`s
+    return fastjsonschema.compile(located, handlers={"file": _load_file_uri})
 
 
-def _load_by_id(uri: str) -> dict[str, Any]:
-    if not uri.startswith(ID_BASE):
+def _load_file_uri(uri: str) -> dict[str, Any]:
+    path = Path(url2pathname(urlsplit(uri).path))
+    if path.parent != SCHEMA_DIR:
         raise ValueError(f"{uri} is not a schema of this contract")
-    return _load_file(uri.removeprefix(ID_BASE).partition("#")[0])
+    return _load_file(path.name)
 
 
 def _load_file(file_name: str) -> dict[str, Any]:
     document: dict[str, Any] = orjson.loads((SCHEMA_DIR / file_name).read_bytes())
     return document
+
+
+Headers = tuple[tuple[str, bytes], ...]
+CONTENT_TYPE: Final = b"application/json"
+
+
+@cache
+def headers_for(schema_name: str) -> Headers:
+    """The Kafka headers of every record the pipeline writes: `content-type`, `schema` (the
+    record's `schema` field, `credit/2`) and `schema-version` (its major version, `2`), so a
+    consumer can route or refuse a record before parsing its value."""
+    schema_file(schema_name)  # refuses a name that is no schema name
+    return (("content-type", CONTENT_TYPE), ("schema", schema_name.encode()),
+            ("schema-version", schema_name.partition("/")[2].encode()))

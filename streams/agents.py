@@ -68,6 +68,7 @@ from processors.person import (
 from processors.revenue import Credit, credit_record
 from processors.touchpoints import detect_touch
 from processors.views import aggregate_writes, credit_writes, profile_writes
+from schemas.contract import headers_for
 from schemas.events import PageView, Signup
 from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
@@ -140,14 +141,15 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                            to_persons.partition_of)
     persons = CachedStates(tables.persons, PersonState.from_dict, STATES_CACHED,
                            to_persons.partition_of)
-    takes = Takes()
+    takes = Takes(metrics.take_seconds)
 
     async def dead_letter(key: bytes | None, raw: bytes, topic: str, partition: int, offset: int,
                           reason: str, message: str) -> Awaitable:
         metrics.dead_letters.labels(topic, reason).inc()
         record = dead_letter_record(raw=raw, topic=topic, partition=partition, offset=offset,
                                     reason=reason, message=message, ts_ms=wall_ms())
-        return await topics.dead_letters.send(key=key, value=orjson.dumps(record))
+        return await topics.dead_letters.send(key=key, value=orjson.dumps(record),
+                                              headers=headers_for(record["schema"]))
 
     async def dead_letter_failure(event: faust.EventT, exc: Exception, key: str | None = None,
                                   items: list[dict] | None = None) -> Awaitable:
@@ -275,8 +277,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                     sent.append(await dead_letter_failure(event, exc, key, key_items))
             folds[event.message.partition].append((event.message.offset, measured))
         for key, record in profiles.items():
-            sent.append(await topics.profiles.send(key=key.encode(),
-                                                   value=orjson.dumps(record)))
+            sent.append(await topics.profiles.send(key=key.encode(), value=orjson.dumps(record),
+                                                   headers=headers_for(record["schema"])))
             pipeline.views.queue(profile_writes(record))
         await delivered(sent)
         # The aggregates before the persons: a person state that survives a crash makes
@@ -305,7 +307,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
             if output.op == "assert" and output.revision == 1:  # a revenue event credited
                 metrics.credits_emitted.labels(output.model, output.kind).inc()
             record = credit_record(output)
-            sent.append(await topics.credits.send(key=key.encode(), value=orjson.dumps(record)))
+            sent.append(await topics.credits.send(key=key.encode(), value=orjson.dumps(record),
+                                                  headers=headers_for(record["schema"])))
             if output.op == "assert":
                 pipeline.views.queue(credit_writes(record))
         elif isinstance(output, ProfileChanged):

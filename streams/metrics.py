@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATE_EVENT_OUTCOMES = ("corrected", "beyond_horizon")
 """What became of an event that arrived after a credit it changes (DESIGN.md §11)."""
+STAGES = ("validate", "stitch", "credit")
+"""The worker's stages (streams/agents.py `validate_all`, `stitch_all`, `credit_all`)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Metrics:
     duplicate_events: Counter
     mrr_movements: Counter
     processing_latency: Histogram
+    take_seconds: Histogram
     table_keys: Gauge
     consumer_lag: Gauge
     redis_up: Gauge
@@ -63,6 +66,8 @@ def zero_known_labels(metrics: Metrics, input_topics: tuple[str, ...],
             metrics.credit_corrections.labels(model, cause)
     for outcome in LATE_EVENT_OUTCOMES:
         metrics.late_events.labels(outcome)
+    for stage in STAGES:
+        metrics.take_seconds.labels(stage)
     for kind in MOVEMENT_KINDS:
         metrics.mrr_movements.labels(kind)
 
@@ -119,6 +124,12 @@ def create_metrics() -> Metrics:
             "Event time to processed, for revenue events.", ["topic"], registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600,
                      86400, float("inf"))),
+        take_seconds=Histogram(
+            "personify_take_seconds",
+            "Processing time: a take read by a stage → its outputs delivered and its state "
+            "written, by stage.", ["stage"], registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                     60, float("inf"))),
         table_keys=Gauge(
             "personify_table_keys", "Keys held in this worker's active partitions, by table.",
             ["table"], registry=registry),

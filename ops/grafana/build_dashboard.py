@@ -1,5 +1,5 @@
 """Builds the Grafana dashboard `dashboards/personify.json`:
-`.venv/bin/python ops/grafana/build_dashboard.py`.
+`.venv/bin/python ops/grafana/build_dashboard.py [--reporting-currency EUR]`.
 
 Panels are declared as data (title, kind, queries); ids and layout are computed, so the JSON
 stays consistent when panels move. tests/unit/test_ops.py checks that the committed JSON is this
@@ -7,24 +7,37 @@ script's output and that every query is valid PromQL over metrics the worker exp
 
 Business gauges are computed per worker from the partitions it owns, so they are summed across
 workers; ratios are taken after summing (an average of per-worker averages would be wrong).
-Amounts are minor units of the reporting currency.
+The worker exports amounts in minor units of the reporting currency (integers, exact); every
+money query divides by 10^exponent of that currency (100 for USD) and shows major units with
+Grafana's unit of the currency. The dashboard names no datasource uid: it has a `datasource`
+variable, and `__inputs` asks for a Prometheus datasource when it is imported.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from processors.aggregates import WINDOWS
+from processors.money import default_currency_table
 
 OUTPUT = Path(__file__).resolve().parent / "dashboards" / "personify.json"
-DATASOURCE = {"type": "prometheus", "uid": "personify-prometheus"}
+DATASOURCE_INPUT = "DS_PROMETHEUS"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+"""Every panel and query: the datasource the `datasource` variable selects."""
 GRID_WIDTH, PANEL_HEIGHT = 24, 8
 DEFAULT_MODEL, DEFAULT_WINDOW = "linear", "30d"
-MINOR_UNITS = "locale"
-"""Amounts are integers in minor units: shown as they are, with thousands separators."""
+REPORTING_CURRENCY = "USD"
+"""The pipeline's default (config/personify.example.toml `reporting_currency`)."""
+MONEY = "money"
+"""A panel whose amounts are minor units of the reporting currency, shown in major units."""
+GRAFANA_CURRENCY_UNITS = frozenset({
+    "USD", "GBP", "EUR", "JPY", "RUB", "UAH", "BRL", "DKK", "ISK", "NOK", "SEK", "CZK", "CHF",
+    "PLN", "ZAR", "INR", "KRW", "IDR", "PHP", "VND", "TRY", "MYR", "BGN", "ILS"})
+"""Currencies with a unit of Grafana's own (`currencyUSD`); others are prefixed with the code."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,7 @@ class Panel:
     kind: str
     queries: tuple[Query, ...]
     width: int = 8
-    unit: str = MINOR_UNITS
+    unit: str = MONEY
     description: str = ""
     transformations: tuple[dict, ...] = ()
 
@@ -146,6 +159,11 @@ ROWS = (
               description="Events that arrived after a credit they change: corrected, or "
                           "beyond the restatement horizon (the credit is final; only later "
                           "revenue sees them)."),
+        Panel("Credit corrections /s by cause", "timeseries",
+              (_series(f"sum by (cause) ({CORRECTIONS})", "{{cause}}"),), unit="short",
+              description="Exact counts of credits restated, by the late fact that changed "
+                          "them. Nothing is held back: every credit is published at once and "
+                          "corrected by a retract and the next revision's assert."),
         Panel("Duplicate input events /s by topic", "timeseries",
               (_series("sum by (topic) (rate(personify_duplicate_events_total[5m]))",
                        "{{topic}}"),), unit="short",
@@ -164,11 +182,20 @@ ROWS = (
               unit="short",
               description="Messages behind the end of the owned partitions (committed "
                           "offsets)."),
-        Panel("Processing latency p99 by topic (event time → processed)", "timeseries",
+        Panel("Event-time latency p99 by topic (event time → processed)", "timeseries",
               (_series("histogram_quantile(0.99, sum by (topic, le) "
                      "(rate(personify_processing_latency_seconds_bucket[5m])))",
                      "{{topic}}"),), unit="s",
-              description="Revenue events; a backfill of old events shows its age here."),
+              description="Revenue events, from their own time stamp: a replay or backfill of "
+                          "old events lands beyond the last bucket (1 d); the processing time "
+                          "beside it says how fast the worker is."),
+        Panel("Processing time by stage (take read → outputs delivered)", "timeseries",
+              tuple(_series(f"histogram_quantile({q}, sum by (stage, le) "
+                            "(rate(personify_take_seconds_bucket[5m])))", f"{{{{stage}}}} {name}")
+                    for q, name in ((0.5, "median"), (0.99, "p99"))), unit="s",
+              description="Wall-clock time from a stage reading a take (up to 2,000 input "
+                          "events or 1,000 internal batches) to its outputs being delivered "
+                          "and its state written: independent of how old the events are."),
         Panel("Identity stitching /s", "timeseries",
               (_series("sum(rate(personify_touches_stitched_total[5m]))", "stitched"),
                _series("sum by (reason) (rate(personify_identity_link_refusals_total[5m]))",
@@ -179,8 +206,6 @@ ROWS = (
         Panel("Credits emitted /s by model", "timeseries",
               (_series("sum by (model) (rate(personify_credits_emitted_total[5m]))",
                      "{{model}}"),), unit="short"),
-        Panel("Table keys", "timeseries",
-              (_series("sum by (table) (personify_table_keys)", "{{table}}"),), unit="short"),
         Panel("Serving views", "timeseries",
               (_series("min(personify_redis_up)", "Redis up (all workers)"),
                _series("sum(personify_view_writes_pending)", "writes waiting for Redis")),
@@ -189,8 +214,28 @@ ROWS = (
 )
 
 
-def _target(query: Query, ref_id: str) -> dict:
-    target = {"refId": ref_id, "datasource": DATASOURCE, "expr": query.expr,
+@dataclass(frozen=True)
+class Money:
+    """How money panels show minor units of the reporting currency in major units."""
+
+    divisor: int
+    unit: str
+    decimals: int
+
+    @classmethod
+    def of(cls, currency: str) -> Money:
+        exponent = default_currency_table().currencies[currency].exponent
+        unit = (f"currency{currency}" if currency in GRAFANA_CURRENCY_UNITS
+                else f"prefix:{currency} ")
+        return cls(10 ** exponent, unit, exponent)
+
+    def convert(self, expr: str) -> str:
+        return f"({expr}) / {self.divisor}" if self.divisor != 1 else expr
+
+
+def _target(query: Query, ref_id: str, money: Money | None) -> dict:
+    expr = money.convert(query.expr) if money else query.expr
+    target = {"refId": ref_id, "datasource": DATASOURCE, "expr": expr,
               "legendFormat": query.legend, "instant": query.instant,
               "range": not query.instant}
     if query.table:
@@ -198,20 +243,25 @@ def _target(query: Query, ref_id: str) -> dict:
     return target
 
 
-def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict:
+def _panel(panel: Panel, panel_id: int, x: int, y: int, money: Money) -> dict:
+    converted = money if panel.unit == MONEY else None
+    defaults: dict = {"unit": panel.unit}
+    if converted:
+        defaults = {"unit": money.unit, "decimals": money.decimals}
     built = {
         "id": panel_id, "type": panel.kind, "title": panel.title,
         "description": panel.description, "datasource": DATASOURCE,
         "gridPos": {"h": PANEL_HEIGHT, "w": panel.width, "x": x, "y": y},
-        "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
-        "targets": [_target(q, chr(ord("A") + i)) for i, q in enumerate(panel.queries)],
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "targets": [_target(q, chr(ord("A") + i), converted)
+                    for i, q in enumerate(panel.queries)],
     }
     if panel.transformations:
         built["transformations"] = list(panel.transformations)
     return built
 
 
-def _panels() -> list[dict]:
+def _panels(money: Money) -> list[dict]:
     """Rows and their panels, left to right, wrapping at the grid width."""
     panels: list[dict] = []
     y = 0
@@ -223,7 +273,7 @@ def _panels() -> list[dict]:
         for panel in row.panels:
             if x + panel.width > GRID_WIDTH:
                 y, x = y + PANEL_HEIGHT, 0
-            panels.append(_panel(panel, len(panels) + 1, x, y))
+            panels.append(_panel(panel, len(panels) + 1, x, y, money))
             x += panel.width
         y += PANEL_HEIGHT
     return panels
@@ -231,7 +281,11 @@ def _panels() -> list[dict]:
 
 def _variables() -> list[dict]:
     model_query = "label_values(personify_attributed_revenue_minor_units, model)"
+    from_input = f"${{{DATASOURCE_INPUT}}}"
     return [
+        {"name": "datasource", "label": "Prometheus", "type": "datasource",
+         "query": "prometheus", "refresh": 1, "regex": "", "hide": 0,
+         "current": {"text": from_input, "value": from_input}},
         {"name": "model", "label": "Attribution model", "type": "query",
          "datasource": DATASOURCE, "query": model_query, "definition": model_query,
          "refresh": 2, "sort": 1, "multi": False, "includeAll": False,
@@ -244,12 +298,19 @@ def _variables() -> list[dict]:
     ]
 
 
-def dashboard() -> dict:
+def dashboard(reporting_currency: str = REPORTING_CURRENCY) -> dict:
+    money = Money.of(reporting_currency)
     return {
+        "__inputs": [{"name": DATASOURCE_INPUT, "label": "Prometheus", "type": "datasource",
+                      "pluginId": "prometheus", "pluginName": "Prometheus",
+                      "description": "The Prometheus that scrapes the Personify workers"}],
+        "__requires": [{"type": "datasource", "id": "prometheus", "name": "Prometheus",
+                        "version": "1.0.0"}],
         "uid": "personify-overview",
         "title": "Personify — revenue and pipeline",
-        "description": "Amounts in minor units of the reporting currency; windows are event "
-                       "time, ending at the newest event.",
+        "description": f"Amounts in {reporting_currency} (major units: the worker's minor "
+                       f"units divided by {money.divisor}); windows are event time, ending "
+                       "at the newest event.",
         "schemaVersion": 39,
         "version": 1,
         "editable": True,
@@ -257,12 +318,12 @@ def dashboard() -> dict:
         "refresh": "30s",
         "tags": ["personify"],
         "templating": {"list": _variables()},
-        "panels": _panels(),
+        "panels": _panels(money),
     }
 
 
-def render() -> str:
-    return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
+def render(reporting_currency: str = REPORTING_CURRENCY) -> str:
+    return json.dumps(dashboard(reporting_currency), indent=2, ensure_ascii=False) + "\n"
 
 
 def queries(board: dict) -> list[tuple[str, str]]:
@@ -277,5 +338,10 @@ def queries(board: dict) -> list[tuple[str, str]]:
 
 
 if __name__ == "__main__":
-    OUTPUT.write_text(render())
-    print(f"wrote {OUTPUT}")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reporting-currency", default=REPORTING_CURRENCY,
+                        help="the pipeline's reporting_currency (default USD)")
+    parser.add_argument("--out", type=Path, default=OUTPUT)
+    args = parser.parse_args()
+    args.out.write_text(render(args.reporting_currency.upper()))
+    print(f"wrote {args.out} (amounts in {args.reporting_currency.upper()})")

@@ -35,7 +35,7 @@ from processors.intake import (
     read_item,
     single_item,
 )
-from schemas.contract import INPUT_SCHEMAS
+from schemas.contract import INPUT_SCHEMAS, headers_for
 
 log = logging.getLogger("personify.collector")
 
@@ -220,13 +220,15 @@ class _Events:
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, Accepted):
                 messages.append(Outgoing(_TOPIC_FIELDS[outcome.kind](topics),
-                                         outcome.key.encode(), outcome.value))
+                                         outcome.key.encode(), outcome.value,
+                                         headers_for(INPUT_SCHEMAS[outcome.kind])))
                 continue
             record = dead_letter_record(
                 raw=outcome.original, topic=f"http:{path}", partition=HTTP_PARTITION,
                 offset=HTTP_OFFSET, reason=outcome.reason, message=outcome.message,
                 ts_ms=now_ms, http=HttpOrigin(source.name, request_id, index))
-            messages.append(Outgoing(topics.dead_letters, None, orjson.dumps(record)))
+            messages.append(Outgoing(topics.dead_letters, None, orjson.dumps(record),
+                                     headers_for(record["schema"])))
         return messages
 
     def _count(self, outcomes: list[Outcome]) -> None:

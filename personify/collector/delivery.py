@@ -19,6 +19,7 @@ from typing import Protocol
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from personify.sdk import PRODUCER_DEFAULTS
+from schemas.contract import Headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class Outgoing:
     topic: str
     key: bytes | None
     value: bytes
+    headers: Headers
+    """`schemas.contract.headers_for` the value's schema."""
 
 
 class Sink(Protocol):
@@ -90,6 +93,7 @@ class Delivery:
         for sent, message in enumerate(messages):
             try:
                 self._producer.produce(message.topic, message.value, message.key,
+                                       headers=list(message.headers),
                                        on_delivery=pending.report)
             except (BufferError, KafkaException) as exc:  # the local queue is full
                 pending.abandon(len(messages) - sent)  # never produced: no report will come

@@ -221,3 +221,12 @@ def test_the_golden_http_dead_letter_is_what_the_collector_writes():
         raw=refused.original, topic="http:/v1/batch", partition=-1, offset=-1,
         reason=refused.reason, message=refused.message, ts_ms=golden["ts"],
         http=HttpOrigin(**golden["http"])) == golden
+
+
+async def test_every_message_carries_its_content_type_and_schema_in_headers(client, sink):
+    await post(client, "/v1/batch", {"batch": [PAGE_VIEW, PAYMENT, PAYMENT | {"amount_minor": 0}]},
+               basic("backend-key"))
+    headers = [dict(m.headers) for m in sink.messages]
+    assert [(h["schema"], h["schema-version"]) for h in headers] == [
+        (b"page_view/1", b"1"), (b"billing/1", b"1"), (b"dead_letter/1", b"1")]
+    assert {h["content-type"] for h in headers} == {b"application/json"}

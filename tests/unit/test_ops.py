@@ -1,5 +1,7 @@
+import json
 import re
 import subprocess
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from personify.stack.debian import ensure_program
 from personify.stack.prometheus import RULES, PrometheusServer
 from processors.aggregates import WINDOWS
 from processors.attribution import MODELS
+from processors.validation import NOT_BAD_DATA, REASONS
 from streams.aggregate_store import AggregateStore
 from streams.business_metrics import BusinessCollector
 from streams.metrics import LATE_EVENT_OUTCOMES, create_metrics, zero_known_labels
@@ -87,11 +90,92 @@ def test_the_committed_dashboard_is_what_its_generator_builds():
         "run `.venv/bin/python ops/grafana/build_dashboard.py`")
 
 
-def test_the_dashboard_is_grafana_schema_39_on_the_provisioned_datasource():
-    datasource = yaml.safe_load(
+def _datasource_references(node) -> Iterator[dict]:
+    if isinstance(node, dict):
+        if isinstance(node.get("datasource"), dict):
+            yield node["datasource"]
+        for value in node.values():
+            yield from _datasource_references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _datasource_references(value)
+
+
+def test_the_dashboard_imports_anywhere_on_the_prometheus_chosen_at_import():
+    committed = json.loads(DASHBOARD.read_text())
+    provisioned = yaml.safe_load(
         (ROOT / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
-    assert BOARD["schemaVersion"] == 39
-    assert build_dashboard.DATASOURCE["uid"] == datasource["datasources"][0]["uid"]
+    assert committed["schemaVersion"] == 39
+    (needed,) = committed["__inputs"]
+    assert (needed["type"], needed["pluginId"]) == ("datasource", "prometheus")
+    variables = {v["name"]: v for v in committed["templating"]["list"]}
+    chooser = variables["datasource"]
+    assert (chooser["type"], chooser["query"]) == ("datasource", "prometheus")
+    assert chooser["current"]["value"] == "${" + needed["name"] + "}"
+    references = list(_datasource_references(committed))
+    assert len(references) > len(_panels())
+    assert all(ref == {"type": "prometheus", "uid": "${datasource}"} for ref in references)
+    assert provisioned["datasources"][0]["uid"] not in DASHBOARD.read_text()
+
+
+MONEY_METRIC = re.compile(r"personify_\w+_minor_units")
+
+
+def _money_targets(board: dict) -> list[tuple[dict, dict]]:
+    return [(panel, target) for panel in board["panels"] if panel["type"] != "row"
+            for target in panel["targets"] if MONEY_METRIC.search(target["expr"])]
+
+
+@pytest.mark.parametrize(("currency", "divisor", "unit", "decimals"), [
+    ("USD", 100, "currencyUSD", 2), ("EUR", 100, "currencyEUR", 2),
+    ("JPY", 1, "currencyJPY", 0), ("KWD", 1000, "prefix:KWD ", 3)])
+def test_every_money_panel_shows_major_units_of_the_reporting_currency(
+        currency, divisor, unit, decimals):
+    board = (json.loads(DASHBOARD.read_text()) if currency == "USD"
+             else build_dashboard.dashboard(currency))
+    money = _money_targets(board)
+    assert len({panel["id"] for panel, _ in money}) >= 9
+    for panel, target in money:
+        assert panel["fieldConfig"]["defaults"] == {"unit": unit, "decimals": decimals}
+        assert target["expr"].endswith(f") / {divisor}") == (divisor != 1), target["expr"]
+    for panel in board["panels"]:
+        if panel["type"] != "row" and "minor" not in str(panel["targets"]):
+            assert panel["fieldConfig"]["defaults"]["unit"] != unit, panel["title"]
+
+
+def test_a_money_panel_reads_usd_240_505_48_from_24_050_548_minor_units(promtool, tmp_path):
+    (by_channel,) = _panel_exprs("Revenue by acquisition channel — $window")
+    expr = by_channel.replace("$window", "30d")
+    series = ('personify_revenue_minor_units'
+              '{instance="w%d",channel="Email",segment="%s",window="30d"}')
+    cases = {"tests": [{
+        "interval": "1m",
+        "input_series": [{"series": series % (1, "SMB"), "values": "24000000x5"},
+                         {"series": series % (2, "Enterprise"), "values": "50548x5"}],
+        "promql_expr_test": [{"expr": expr, "eval_time": "2m", "exp_samples": [
+            {"labels": '{channel="Email"}', "value": 240505.48}]}],
+    }]}
+    path = tmp_path / "money_test.yml"
+    path.write_text(yaml.safe_dump(cases))
+    _promtool(promtool, "test", "rules", str(path))
+
+
+def test_no_panel_reads_an_estimate_and_corrections_are_shown_by_cause():
+    exprs = [expr for _, expr in build_dashboard.queries(BOARD)]
+    assert not any("personify_table_keys" in expr for expr in exprs)
+    (by_cause,) = _panel_exprs("Credit corrections /s by cause")
+    assert by_cause == "sum by (cause) (rate(personify_credit_corrections_total[5m]))"
+
+
+def test_processing_time_sits_beside_event_time_latency():
+    panels = _panels()
+    titles = [panel["title"] for panel in panels]
+    event_time = titles.index("Event-time latency p99 by topic (event time → processed)")
+    processing = titles.index("Processing time by stage (take read → outputs delivered)")
+    assert processing == event_time + 1
+    assert panels[processing]["gridPos"]["y"] == panels[event_time]["gridPos"]["y"]
+    assert all("personify_take_seconds_bucket" in target["expr"]
+               for target in panels[processing]["targets"])
 
 
 def test_every_panel_queries_prometheus():
@@ -204,3 +288,13 @@ def test_the_correction_metrics_start_at_zero_for_their_closed_label_sets():
         assert ("personify_late_events_total", (("outcome", outcome),)) in samples
     for topic in ("page-views-v1", "billing-v1"):
         assert ("personify_duplicate_events_total", (("topic", topic),)) in samples
+
+
+def test_the_dead_letter_rate_alert_counts_every_bad_data_reason_and_no_other():
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    (rule,) = [r for g in groups for r in g["rules"]
+               if r.get("alert") == "PersonifyDeadLetterRateHigh"]
+    matchers = set(re.findall(r'personify_dead_letters_total\{reason!~"([^"]+)"\}', rule["expr"]))
+    assert len(matchers) == 1 and "personify_dead_letters_total[" not in rule["expr"]
+    excluded = set(matchers.pop().split("|"))
+    assert excluded == set(NOT_BAD_DATA) and excluded < set(REASONS)
