@@ -34,6 +34,7 @@ from processors.config import PipelineConfig
 from processors.dead_letters import dead_letter_record
 from processors.routing import Dropped, Forward, route_input
 from processors.validation import Rejection
+from schemas.contract import headers_for
 from streams.metrics import Metrics
 from streams.operations import EXIT_STAGE_FAILED
 
@@ -84,6 +85,7 @@ class Intake:
 
     def forward(self, batch: list[Message]) -> None:
         """Validate, route and deliver one batch; then commit it."""
+        started = time.monotonic()
         device_topic, now = self._settings.topics.device_events, self._clock_ms()
         outbox: defaultdict[int, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         consumed: Counter[str] = Counter()
@@ -113,6 +115,7 @@ class Intake:
         for topic, count in consumed.items():
             self._metrics.events_consumed.labels(topic).inc(count)
         self._commit([TopicPartition(t, p, o) for (t, p), o in ends.items()])
+        self._metrics.take_seconds.labels("validate").observe(time.monotonic() - started)
 
     def _measure_lag(self) -> None:
         """Messages behind the end of each input topic, over the partitions this worker reads
@@ -134,7 +137,7 @@ class Intake:
                                     reason=rejection.reason, message=rejection.message,
                                     ts_ms=now_ms)
         self._produce(self._settings.topics.dead_letters, orjson.dumps(record),
-                      key=message.key())
+                      key=message.key(), headers=list(headers_for(record["schema"])))
 
     def _produce(self, topic: str, value: bytes, **options: Any) -> None:
         while True:

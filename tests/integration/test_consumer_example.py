@@ -30,31 +30,35 @@ def _cli(settings, *args: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _billing_first(tmp_path: Path) -> tuple[Path, int]:
-    """A simulated log with every billing event first (a history import): the touches come
-    after the credits, so many credits are corrected. Also: how many revenue events it has."""
+def _billing_then_touches(tmp_path: Path) -> tuple[Path, Path, int]:
+    """A simulated log split in two, its billing and the rest (a history import): credited
+    before their touches arrive, the payments are all corrected later. Also: how many revenue
+    events it has."""
     events = tmp_path / "events.jsonl"
     subprocess.run([sys.executable, "-m", "personify.cli", "simulate", "--people", str(PEOPLE),
                     "--seed", str(SEED), "--malformed-share", "0", "--no-progress",
                     "--out", str(events)], check=True, timeout=300, capture_output=True)
     lines = [orjson.loads(line) for line in events.read_bytes().splitlines()]
     billing = [line for line in lines if line["topic"] == "billing-v1"]
-    reordered = tmp_path / "billing-first.jsonl"
-    reordered.write_bytes(b"\n".join(orjson.dumps(line) for line in
-                                     billing + [line for line in lines if line not in billing]))
+    parts = tmp_path / "billing.jsonl", tmp_path / "touches.jsonl"
+    for path, part in zip(parts, (billing, [line for line in lines if line not in billing]),
+                          strict=True):
+        path.write_bytes(b"\n".join(orjson.dumps(line) for line in part))
     unique = {line["value"]["event_id"] for line in billing
               if line["value"]["kind"] in ("payment", "refund")}
-    return reordered, len(unique)
+    return *parts, len(unique)
 
 
 def test_the_example_keeps_the_current_credits_of_a_corrected_stream(
         settings, start_worker, tmp_path):
-    log, revenue_events = _billing_first(tmp_path)
-    _cli(settings, "send", "--no-progress", str(log))
+    billing, touches, revenue_events = _billing_then_touches(tmp_path)
+    _cli(settings, "send", "--no-progress", str(billing))
     start_worker(settings)
     t = settings.topics
-    messages = consume(settings, t.credits, expected=revenue_events * len(MODELS),
-                       timeout_s=240, settle_s=10)
+    first = consume(settings, t.credits, expected=revenue_events * len(MODELS), timeout_s=240)
+    _cli(settings, "send", "--no-progress", str(touches))
+    messages = consume(settings, t.credits, expected=len(first) + 1, timeout_s=240,
+                       settle_s=10)
     records = values(messages)
     assert Counter(r["op"] for r in records)["retract"] > 0, "no correction to exercise"
     # A crash re-sends records identical (some, as older writers did, without headers), and
