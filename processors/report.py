@@ -39,7 +39,7 @@ from fractions import Fraction
 from typing import Any
 
 from processors.channels import UNATTRIBUTED
-from processors.customers import Customer, customers_of, group_by, segment_order
+from processors.customers import Customer, customers_of, group_by, segment_order, top_count
 from processors.ledger import Ledger
 from processors.mrr_bridge import BridgeMonth, bridge, month_of
 from processors.person import profile_is_empty
@@ -305,11 +305,6 @@ def percentile(values: Sequence[int], percent: int) -> int:
     ordered = sorted(values)
     rank = max(1, -(-percent * len(ordered) // 100))
     return ordered[rank - 1]
-
-
-def top_count(customers: int, percent: int) -> int:
-    """⌈percent % of customers⌉: the top share never rounds down to fewer people."""
-    return -(-customers * percent // 100)
 
 
 def _share(part: int, whole: int) -> float:
