@@ -16,7 +16,9 @@ as two independent binomial samples (a of t, c of r):
 
 When a cell of the 2×2 table (a, t − a, c, r − c) is 0, every cell gets ½ for the interval
 (Haldane–Anscombe), so a value held by the top alone, or by none of it, still gets a finite,
-wide interval. Floats are used for the interval only; with no rest (n = t) there is none.
+wide interval. The upper end is capped at n / t, the largest lift there can be (every
+holder among the top). Floats are used for the interval only; with no rest (n = t) there is
+none.
 
 - **Small numbers**: a value held by fewer than `min_customers` top customers is
   `low_confidence`: shown with its n and marked, never part of the profile nor ranked before a
@@ -153,13 +155,16 @@ def lift_interval(a: int, t: int, c: int, r: int, z: float = _Z) -> tuple[float,
     """The delta-method interval of the lift (module doc); None without a rest (r = 0)."""
     if r == 0 or t == 0:
         return None
-    cells = (a, t - a, c, r - c)
+    highest = (t + r) / t  # every holder among the top: the largest lift there can be
+    cells = [float(cell) for cell in (a, t - a, c, r - c)]
     if 0 in cells:
-        a, t, c, r = a + 0.5, t + 1, c + 0.5, r + 1
-    b = a + c
-    log_lift = math.log(a * (t + r) / (t * b))
-    spread = z * math.sqrt(c * c * (t - a) / (a * t * b * b) + c * (r - c) / (r * b * b))
-    return (math.exp(log_lift - spread), math.exp(log_lift + spread))
+        cells = [cell + 0.5 for cell in cells]
+    top_with, top_without, rest_with, rest_without = cells
+    top, rest, held = top_with + top_without, rest_with + rest_without, top_with + rest_with
+    log_lift = math.log(top_with * (top + rest) / (top * held))
+    spread = z * math.sqrt(rest_with ** 2 * top_without / (top_with * top * held ** 2)
+                           + rest_with * rest_without / (rest * held ** 2))
+    return (min(highest, math.exp(log_lift - spread)), min(highest, math.exp(log_lift + spread)))
 
 
 def trait_lifts(top: Sequence[Mapping[str, str]], rest: Sequence[Mapping[str, str]],
