@@ -73,10 +73,6 @@ class PlantedIcp:
         return min(0.95, rate * self.pay_rate_factor)
 
 
-NO_ICP = PlantedIcp(pay_rate_factor=1.0, mrr_factor=1.0)
-"""A population with nothing planted: the fitting signups behave like everyone else."""
-
-
 @dataclass(frozen=True, slots=True)
 class SimulationConfig:
     """The knobs of a run; the seed is not here, it goes into the injected `random.Random`."""
