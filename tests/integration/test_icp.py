@@ -9,9 +9,9 @@ from dataclasses import replace
 import orjson
 
 from processors.icp import icp_as_dict
-from processors.report import CreditBook, ProfileBook, build_report
+from processors.report import CreditBook, build_report
 from tests.chaos.test_kills import Expected, _simulate, send
-from tests.integration.test_event_time_through_the_broker import read_profiles_until
+from tests.integration.test_customer_value import profiles_through_the_pipeline
 from tests.integration.test_serving_views import (
     _get,
     redis_server,  # noqa: F401 - a fixture
@@ -29,13 +29,8 @@ def test_the_apis_ideal_customer_profile_is_the_reports(
     assert _get(worker, "/reports/icp")[0] == 401
     send(settings, lines).join()
 
-    profiles = read_profiles_until(settings, expected.profiles, timeout_s=180)
-    assert profiles == expected.profiles
-    book = ProfileBook()
-    for profile in profiles.values():
-        book.add(profile)
-    icp = build_report(book, CreditBook(), models=("first_touch",), currency="USD",
-                       exponent=2).icp
+    icp = build_report(profiles_through_the_pipeline(settings, expected), CreditBook(),
+                       models=("first_touch",), currency="USD", exponent=2).icp
     assert icp.top_customers >= 5 and any(row.top for row in icp.traits)  # a story worth checking
     wanted = {"reporting_currency": "USD", **orjson.loads(orjson.dumps(icp_as_dict(icp)))}
     deadline, served = time.monotonic() + 60, None
