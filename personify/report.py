@@ -24,6 +24,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from personify.settings import Settings
+from processors.icp import DIMENSIONS, IdealCustomerProfile, TraitLift
 from processors.mrr_bridge import BridgeMonth
 from processors.report import (
     ChannelRow,
@@ -188,6 +189,7 @@ def render_text(report: Report, *, title: str) -> str:
         "", *_matrix(report),
         "", *_mrr(report),
         "", *_retention(report),
+        "", *_icp(report),
         "", *_truth(report),
         "", *_consistency(report)]
     return "\n".join(wrapped for line in lines for wrapped in _fit(line))
@@ -397,6 +399,104 @@ def _any_low(group: GroupRetention) -> bool:
     return any(f.low_confidence for f in group.figures)
 
 
+# ----------------------------------------------------------------- ideal customer profile
+
+DIMENSION_LABELS = {"industry": "industry", "company_size": "company size",
+                    "country": "country", "plan": "plan"}
+
+
+def _icp(report: Report) -> list[str]:
+    icp = report.icp
+    lines = ["IDEAL CUSTOMER PROFILE", *(f"  {line}" for line in _icp_lead(icp))]
+    if not icp.traits:
+        return lines
+    lines += ["", *text_table(
+        ["trait", "value", "top n", "top %", "all n", "all %", "lift", "95 % interval", "ICP"],
+        _icp_trait_rows(icp), left=2)]
+    if any(row.low_confidence for row in icp.traits):
+        lines.append(f"  * held by fewer than {icp.min_customers} top customers: low "
+                     "confidence, never in the profile.")
+    if icp.dimensions:
+        lines += ["", "  Acquisition channels by the share of their customers who fit the "
+                      "profile.", "", *text_table(
+                          ["#", "channel", "customers", "ICP-fit", "fit rate %"],
+                          _icp_channel_rows(icp), left=2),
+                  *_small_numbers_note(report, icp.channels)]
+    return lines
+
+
+def _icp_lead(icp: IdealCustomerProfile) -> list[str]:
+    if not icp.customers:
+        return ["No customers yet: nothing to profile."]
+    lead = [f"Trait values the top {icp.top_percent} % of customers by lifetime revenue "
+            f"({icp.top_customers:,} of {icp.customers:,}) hold more often than customers do: "
+            "lift = top share / all share, with its 95 % interval. The profile (ICP) is every "
+            "value whose interval lies above 1."]
+    if not icp.dimensions:
+        return lead + ["No trait value over-indexes clearly enough: the profile is empty."]
+    fit = " · ".join(f"{k}: {count:,}" for k, count in enumerate(icp.fit_counts))
+    return lead + [
+        f"Profile: {_icp_profile_text(icp)}.",
+        f"ICP-fit customers (matching all {icp.dimensions} of its dimensions): {icp.fits:,} of "
+        f"{icp.customers:,} ({ratio_text(Fraction(icp.fits, icp.customers))} %); customers by "
+        f"dimensions matched: {fit}."]
+
+
+def _icp_profile_text(icp: IdealCustomerProfile) -> str:
+    """`industry Software; company size 201-1000 or 5001+`: the ICP's values by dimension."""
+    profile = icp.profile
+    return "; ".join(
+        f"{DIMENSION_LABELS[d]} {' or '.join(r.value for r in profile if r.dimension == d)}"
+        for d in DIMENSIONS if any(r.dimension == d for r in profile))
+
+
+def _icp_trait_rows(icp: IdealCustomerProfile) -> list[list[str]]:
+    return [[DIMENSION_LABELS[r.dimension], _marked(r.value, r.low_confidence), f"{r.top:,}",
+             ratio_text(r.share_top), f"{r.customers:,}", ratio_text(r.share_all),
+             _lift_text(r.lift), _interval_text(r), "yes" if r.ideal else ""]
+            for r in icp.traits]
+
+
+def _icp_channel_rows(icp: IdealCustomerProfile) -> list[list[str]]:
+    return [[str(place), _marked(ch.channel, ch.low_confidence), f"{ch.customers:,}",
+             f"{ch.fits:,}", ratio_text(ch.fit_rate)]
+            for place, ch in enumerate(icp.channels, start=1)]
+
+
+def _lift_text(lift: Fraction) -> str:
+    """To two decimals, rounded half away from zero from the exact lift."""
+    return f"{mean_minor(lift.numerator * 100, lift.denominator) / 100:.2f}"
+
+
+def _interval_text(row: TraitLift) -> str:
+    if row.interval is None:
+        return "–"
+    low, high = row.interval
+    return f"{low:.2f}–{high:.2f}"
+
+
+def _html_icp(report: Report) -> list[str]:
+    icp = report.icp
+    parts = ["<h2>Ideal customer profile</h2>",
+             *(f"<p>{_e(line)}</p>" for line in _icp_lead(icp))]
+    if not icp.traits:
+        return parts
+    parts.append(_html_table(
+        ["trait", "value", "top n", "top %", "all n", "all %", "lift", "95 % interval", "ICP"],
+        [[*row[:6], _heat_cell(row[6], min(300, max(0, round(float(r.lift) * 100) - 100)), 300,
+                               "16,185,129"), *row[7:]]
+         for row, r in zip(_icp_trait_rows(icp), icp.traits, strict=True)]))
+    if any(row.low_confidence for row in icp.traits):
+        parts.append(f"<p>* held by fewer than {icp.min_customers} top customers: low "
+                     "confidence, never in the profile.</p>")
+    if icp.dimensions:
+        parts += ["<h3>Channels that bring ICP-fit customers</h3>",
+                  _html_table(["#", "channel", "customers", "ICP-fit", "fit rate %"],
+                              _icp_channel_rows(icp)),
+                  *_html_small_numbers(report, icp.channels)]
+    return parts
+
+
 def _bridge_values(month: BridgeMonth) -> tuple[int, ...]:
     return (month.opening, month.new, month.expansion, month.reactivation, month.contraction,
             month.churn, month.closing)
@@ -499,7 +599,8 @@ def render_html(report: Report, *, title: str, footer: str = "") -> str:
         f"<p class='lead'>{_e(title)}</p><div class='kpis'>",
         *(f"<div class='kpi'>{_e(label)}<b>{_e(value)}</b></div>" for label, value in kpis),
         "</div>", *_html_best_customers(report), *_html_channels(report),
-        *_html_mrr(report), *_html_retention(report), *_html_truth(report),
+        *_html_mrr(report), *_html_retention(report), *_html_icp(report),
+        *_html_truth(report),
         f"<footer><small>{_e(footer)}</small></footer></body></html>"]
     return "\n".join(parts)
 

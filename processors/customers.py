@@ -62,6 +62,11 @@ def group_by(customers: Iterable[Customer],
     return dict(groups)
 
 
+def top_count(customers: int, percent: int) -> int:
+    """⌈percent % of customers⌉: the top share never rounds down to fewer people."""
+    return -(-customers * percent // 100)
+
+
 def segment_order(segment: str) -> tuple[int, str]:
     """Known segments in their declared order (SMB first), then any other by name."""
     return (SEGMENTS.index(segment), "") if segment in SEGMENTS else (len(SEGMENTS), segment)

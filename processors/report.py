@@ -25,6 +25,8 @@ Rules, so every figure can be recomputed by hand:
 - **Retention** (NRR, GRR, logo retention) follows `processors/retention.py`: by conversion
   cohort, complete months only, pooled over the cohorts old enough; groups rank by NRR with the
   same small-numbers rule.
+- **Ideal customer profile** follows `processors/icp.py`: trait values by lift among the top
+  customers over all customers, with an interval; the same small-numbers rule.
 - **Truth**: the pipeline agrees with the simulator on a customer when the acquisition channels
   are equal; people on a shared device (`ambiguous`) are compared apart, because the identity
   rules may rightly give their visits to the other person.
@@ -39,7 +41,8 @@ from fractions import Fraction
 from typing import Any
 
 from processors.channels import UNATTRIBUTED
-from processors.customers import Customer, customers_of, group_by, segment_order
+from processors.customers import Customer, customers_of, group_by, segment_order, top_count
+from processors.icp import IdealCustomerProfile, ideal_customer_profile
 from processors.ledger import Ledger
 from processors.mrr_bridge import BridgeMonth, bridge, month_of
 from processors.person import profile_is_empty
@@ -275,6 +278,8 @@ class Report:
     """MRR from each calendar month's opening to its closing, over every customer."""
     retention: Retention
     """NRR, GRR and logo retention by conversion cohort, segment and channel."""
+    icp: IdealCustomerProfile
+    """The traits the top customers share more than customers do, and who brings them."""
     truth: TruthComparison | None
 
     @property
@@ -305,11 +310,6 @@ def percentile(values: Sequence[int], percent: int) -> int:
     ordered = sorted(values)
     rank = max(1, -(-percent * len(ordered) // 100))
     return ordered[rank - 1]
-
-
-def top_count(customers: int, percent: int) -> int:
-    """⌈percent % of customers⌉: the top share never rounds down to fewer people."""
-    return -(-customers * percent // 100)
 
 
 def _share(part: int, whole: int) -> float:
@@ -465,5 +465,7 @@ def build_report(profiles: ProfileBook, credits: CreditBook, *, models: Sequence
                           for ts, kind, delta in c.mrr_movements),
         retention=retention_of(profiles.latest.values(), min_customers=min_customers,
                                as_of_ms=as_of_ms),
+        icp=ideal_customer_profile(profiles.latest.values(), min_customers=min_customers,
+                                   top_percent=top_percent),
         truth=None if truth is None else compare_with_truth(
             customers, truth, credits.revenue_by_person()))

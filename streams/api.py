@@ -19,7 +19,8 @@ from processors.aggregates import (
     mrr_movements,
     sum_cells,
 )
-from processors.report import MIN_CUSTOMERS
+from processors.icp import icp_as_dict, ideal_customer_profile
+from processors.report import MIN_CUSTOMERS, TOP_PERCENT
 from processors.retention import as_dict, retention_of
 from processors.views import BEST_CUSTOMERS, PREFIX, person_credits_key, person_key
 from streams.context import Pipeline
@@ -120,6 +121,24 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
             answer = await asyncio.to_thread(retention_answer, profiles,
                                              None if raw is None else int(raw))
             return self.json(answer)
+
+    def icp_answer(profiles: list[bytes]) -> dict:
+        return {"reporting_currency": currency, **icp_as_dict(ideal_customer_profile(
+            map(orjson.loads, profiles), min_customers=MIN_CUSTOMERS, top_percent=TOP_PERCENT))}
+
+    @app.page("/reports/icp")
+    class Icp(View):
+        """The ideal customer profile: trait values by lift among the top customers, with
+        their interval, and the acquisition channels by ICP fit."""
+
+        async def get(self, request: Request) -> Response:
+            if (denied := guard(self, request)) is not None:
+                return denied
+            profiles = await current_profiles(self)
+            if isinstance(profiles, Response):
+                return profiles
+            # every profile is parsed and folded: off the event loop, so the stream keeps going
+            return self.json(await asyncio.to_thread(icp_answer, profiles))
 
     @app.page("/reports/channels")
     class Channels(View):

@@ -55,6 +55,25 @@ APP_SITE = "https://app.example.com"
 
 
 @dataclass(frozen=True, slots=True)
+class PlantedIcp:
+    """An ideal customer profile planted in the population, for the report to find: signups
+    from `industry` with `employees` (inclusive) pay `pay_rate_factor` times as often (at
+    most 95 %) and at `mrr_factor` times the price of their segment."""
+
+    industry: str = "Software"
+    employees: tuple[int, int] = (201, 1000)
+    pay_rate_factor: float = 2.0
+    mrr_factor: float = 3.0
+
+    def fits(self, traits: dict[str, Any]) -> bool:
+        low, high = self.employees
+        return traits["industry"] == self.industry and low <= traits["company_size"] <= high
+
+    def pay_rate(self, rate: float) -> float:
+        return min(0.95, rate * self.pay_rate_factor)
+
+
+@dataclass(frozen=True, slots=True)
 class SimulationConfig:
     """The knobs of a run; the seed is not here, it goes into the injected `random.Random`."""
 
@@ -80,6 +99,8 @@ class SimulationConfig:
     """Where spilled runs go (a temporary directory inside it); the system default if None."""
     topics: Topics = field(default_factory=Topics)
     """Topic names written on each event."""
+    icp: PlantedIcp = field(default_factory=PlantedIcp)
+    """The planted ideal customer profile (written to the truth file's config)."""
 
     def __post_init__(self) -> None:
         if self.people < 1 or self.days < 1 or self.lookback_days < 1:
@@ -151,6 +172,8 @@ class PersonTruth:
     payments_minor: int
     refunds_minor: int
     mrr_minor: int
+    icp_fit: bool = False
+    """A signup matching the planted ideal customer profile (`PlantedIcp`)."""
 
     @property
     def revenue_minor(self) -> int:
@@ -176,6 +199,7 @@ class PersonTruth:
             "first_visit_ts": self.first_visit_ts,
             "signup_ts": self.signup_ts,
             "conversion_ts": self.conversion_ts,
+            "icp_fit": self.icp_fit,
         }
 
 
@@ -413,6 +437,7 @@ class _Person:
     refunds_minor: int = 0
     mrr_by_subscription: dict[str, int] = field(default_factory=dict)
     ambiguous: bool = False
+    icp_fit: bool = False
 
 
 class _Household:
@@ -483,6 +508,7 @@ class _Household:
             "plan": rng.choice(segment_profile.plans),
             "country": country,
         }
+        person.icp_fit = self.config.icp.fits(person.traits)
         self.links.append((ts, device, person.user_id))
         value = signup_payload(event_id=_uuid(rng), ts=rfc3339(ts), anonymous_id=device,
                                user_id=person.user_id, traits=person.traits)
@@ -493,7 +519,9 @@ class _Household:
         rng = self.rng
         assert person.signup_ts is not None and person.segment is not None
         segment = SEGMENT_PROFILES[person.segment]
-        pays = rng.random() < profile.pay_rate
+        pay_rate = self.config.icp.pay_rate(profile.pay_rate) if person.icp_fit else \
+            profile.pay_rate
+        pays = rng.random() < pay_rate
         other_devices = [device for device in web_devices if device != signup_device]
         instant = not other_devices and rng.random() < 0.35
         trial_ms = rng.randint(2, 10) * MINUTE_MS if instant else rng.randint(3, 30) * DAY_MS
@@ -553,7 +581,8 @@ class _Household:
         rng = self.rng
         assert person.prices is not None and person.traits is not None
         mrr_usd = rng.lognormvariate(math.log(segment.mrr_usd_median), segment.mrr_usd_sigma)
-        mrr = person.prices.from_usd(mrr_usd)
+        mrr = person.prices.from_usd(mrr_usd * (self.config.icp.mrr_factor if person.icp_fit
+                                                else 1.0))
         annual = rng.random() < segment.annual_share
         self._subscription(person, segment, person.traits["plan"], mrr, annual, conversion_ts)
         if rng.random() < segment.add_on_share:
@@ -686,7 +715,7 @@ class _Household:
                 devices=len(person.devices), first_visit_ts=person.arrival_ms,
                 signup_ts=person.signup_ts, conversion_ts=person.conversion_ts,
                 payments_minor=person.payments_minor, refunds_minor=person.refunds_minor,
-                mrr_minor=sum(person.mrr_by_subscription.values())))
+                mrr_minor=sum(person.mrr_by_subscription.values()), icp_fit=person.icp_fit))
         return result
 
     def _touches(self) -> list[tuple[int, str, str]]:

@@ -93,6 +93,16 @@ def _bridge_rows(months) -> list[tuple]:
              m.closing) for m in months]
 
 
+def profiles_through_the_pipeline(settings, expected: Expected) -> ProfileBook:
+    """The profiles topic read until it equals the batch computation's, as a report's book."""
+    profiles = read_profiles_until(settings, expected.profiles, timeout_s=180)
+    assert profiles == expected.profiles
+    book = ProfileBook()
+    for profile in profiles.values():
+        book.add(profile)
+    return book
+
+
 def test_mrr_by_channel_and_segment_is_the_same_minor_unit_on_every_surface(
         settings, start_worker, redis_server, tmp_path):  # noqa: F811
     settings = replace(settings, redis_url=redis_server.url)
@@ -103,11 +113,7 @@ def test_mrr_by_channel_and_segment_is_the_same_minor_unit_on_every_surface(
     worker = start_worker(settings)
     send(settings, lines).join()
 
-    profiles = read_profiles_until(settings, expected.profiles, timeout_s=180)
-    assert profiles == expected.profiles
-    book = ProfileBook()
-    for profile in profiles.values():
-        book.add(profile)
+    book = profiles_through_the_pipeline(settings, expected)
     report = build_report(book, CreditBook(), models=("first_touch",), currency="USD",
                           exponent=2)
     assert {r.channel: r.mrr_minor for r in report.channels if r.mrr_minor} == _by(truth, 0)
