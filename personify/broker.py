@@ -11,13 +11,17 @@ import re
 import threading
 import time
 from collections.abc import Callable, Hashable
+from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from streams.logs import RepeatLimiter
 
 KAFKA_LOGGER = "personify.kafka"
 """The logger librdkafka's lines go to (confluent-kafka's `logger` setting)."""
+
+CONNECT_TIMEOUT_S = 5.0
+"""How long a client waits on a broker that does not answer before it says so."""
 
 _THREAD_PREFIX = re.compile(r"^\[thrd:[^\]]*\]: ")
 _DIGITS = re.compile(r"\d+")
@@ -26,6 +30,23 @@ _DIGITS = re.compile(r"\d+")
 def unreachable_message(bootstrap: str) -> str:
     """The one line that says the broker is not there, and what to do about it."""
     return f"Kafka unreachable at {bootstrap} — is the stack up? (`personify stack up`)"
+
+
+class BrokerUnreachable(ConnectionError):
+    """No broker answered a reader's first request; the message says what to do."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(unreachable_message(bootstrap))
+
+
+def partitions_of(client: Consumer, topic: str, bootstrap: str) -> list[int]:
+    """The partitions of `topic` (none while it does not exist); `BrokerUnreachable` within
+    CONNECT_TIMEOUT_S when no broker answers."""
+    try:
+        metadata = client.list_topics(topic, timeout=CONNECT_TIMEOUT_S)
+    except KafkaException:
+        raise BrokerUnreachable(bootstrap) from None
+    return list(metadata.topics[topic].partitions)
 
 
 class LibrdkafkaRecords(logging.Filter):
@@ -52,6 +73,12 @@ def kafka_logger() -> logging.Logger:
         logger.addFilter(LibrdkafkaRecords())
         logger.addFilter(RepeatLimiter(key=_without_numbers))
     return logger
+
+
+def client_config(bootstrap: str) -> dict[str, Any]:
+    """What every Kafka client of the tools starts from: the broker, and librdkafka's lines
+    through `logging` rather than raw on stderr."""
+    return {"bootstrap.servers": bootstrap, "logger": kafka_logger()}
 
 
 class BrokerWatch:

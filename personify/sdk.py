@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from personify.broker import BrokerWatch, kafka_logger, unreachable_message
+from personify.broker import CONNECT_TIMEOUT_S, BrokerWatch, kafka_logger, unreachable_message
 from personify.settings import Settings, Topics
 from processors.config import PipelineConfig
 from processors.validation import Rejection, ValidationConfig, decode
@@ -54,9 +54,6 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
 }
 """Producer settings every client starts from; `producer_config` entries override them."""
 
-
-CONNECT_TIMEOUT_S = 5.0
-"""How long `flush` and `close` wait on a broker that does not answer before they give up."""
 
 UNSENT_AT_CLOSE = "not sent: the client closed before the broker acknowledged it"
 """The error of the delivery report of an event still queued when `close` gave up on it."""
@@ -461,7 +458,7 @@ class Personify:
             remaining = self._wait(timeout)
         except KafkaUnreachable as unreachable:
             self._fail(unreachable)
-            return len(self._producer)
+            return self.pending
         if self._failures:
             failures, self._failures = self._failures, []
             self._fail(DeliveryFailed(failures))
@@ -493,6 +490,11 @@ class Personify:
             return
         self.close()
 
+    @property
+    def pending(self) -> int:
+        """Events sent that have no delivery report yet."""
+        return self.sent - self.delivered - self.failed
+
     def _wait(self, timeout: float) -> int:
         """Flush in short steps until nothing is queued, `timeout` passed, or no broker has
         answered for `connect_timeout_s` (`KafkaUnreachable`)."""
@@ -512,15 +514,15 @@ class Personify:
         try:
             self._producer.list_topics(timeout=min(1.0, self._connect_timeout_s))
         except KafkaException:
-            raise KafkaUnreachable(self.bootstrap_servers, len(self._producer)) from None
+            raise KafkaUnreachable(self.bootstrap_servers, self.pending) from None
         self._watch.answered()
 
     def _discard(self) -> int:
         """Purge what is still queued (each gets an `UNSENT_AT_CLOSE` report); returns how many,
         and stops the exit hook."""
         atexit.unregister(self._flush_at_exit)
-        queued = len(self._producer)
-        if queued:
+        queued = self.pending
+        if len(self._producer):
             self._producer.purge()
             self._producer.flush(0)
         return queued

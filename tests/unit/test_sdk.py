@@ -165,6 +165,13 @@ def test_send_routes_default_and_configured_topic_names_to_the_configured_topic(
     assert (report.topic, report.key) == ("pv-test", "anon-1")
 
 
+def test_send_takes_a_plain_event_line_to_the_topic_its_schema_names():
+    client, reports = mock_client(topics=CUSTOM_TOPICS)
+    send.produce_line(client, page_view_line()["value"])
+    [report] = delivered(client, reports)
+    assert (report.topic, report.key) == ("pv-test", "anon-1")
+
+
 def test_send_produces_raw_lines_under_their_key_unvalidated():
     client, reports = mock_client()
     send.produce_line(client, {"topic": "billing-v1", "key": "0", "raw": '{"kind": "pay',
