@@ -15,7 +15,7 @@ with `acks=all`, and uses `murmur2_random` so keys land on the partitions Faust 
 Nothing is lost silently: `close` (the end of the `with` block) waits for the broker's
 acknowledgements and raises `DeliveryFailed` with the count of events it did not get, or
 `KafkaUnreachable` within `connect_timeout_s` when no broker answers. The SDK needs
-confluent-kafka, orjson and fastjsonschema only (`pip install personify`); the pipeline's
+confluent-kafka, orjson and fastjsonschema only (the base install); the pipeline's
 dependencies come with `personify[pipeline]`.
 """
 
@@ -433,7 +433,9 @@ class Personify:
         self.send_raw(getattr(self.topics, kind), key_of(kind, payload), raw)
 
     def send_raw(self, topic: str, key: str | None, value: bytes) -> None:
-        """Produce bytes as they are (no validation): for replays and deliberately bad events."""
+        """Produce bytes as they are (no validation): for replays and deliberately bad events.
+
+        Waits while the local queue is full; raises `KafkaUnreachable` if no broker answers."""
         encoded_key = None if key is None else key.encode()
         while True:
             try:
