@@ -6,7 +6,7 @@ COPY personify ./personify
 COPY streams ./streams
 COPY processors ./processors
 COPY schemas ./schemas
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[pipeline]'
 ENV PERSONIFY_WEB_HOST=0.0.0.0 \
     PERSONIFY_DATA_DIR=/var/lib/personify
 EXPOSE 16066 16080

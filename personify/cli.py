@@ -1,15 +1,27 @@
-"""The `personify` command: the local stack, the worker, the demo, and the data tools."""
+"""The `personify` command: the local stack, the worker, the demo, and the data tools.
+
+Every error ends in one line on stderr that says what to do next; `--debug` shows the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import sys
+from importlib import metadata
 
+from personify.broker import BrokerUnreachable
 from personify.settings import Settings
 from personify.stack.processes import StackError
+
+PIPELINE_MODULES = ("faust", "mode", "aiokafka", "redis", "rocksdict", "prometheus_client", "tqdm")
+"""Installed by `personify[pipeline]`, not by the SDK's base install."""
+
+OWN_LOGGING = ("worker", "collect")
+"""Commands that set up logging themselves (Faust's worker, the collector's access log)."""
 
 # Subcommands provided by their own modules: each has add_arguments(parser) and run(args, settings).
 TOOL_COMMANDS = {
@@ -63,6 +75,10 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         prog="personify",
         description="Real-time revenue personification: who are my best customers, and where "
                     "did they come from? Settings come from PERSONIFY_* environment variables.")
+    parser.add_argument("--version", action="version", version=f"personify {version()}",
+                        help="print the version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the traceback; show debug log lines")
     commands = parser.add_subparsers(dest="command", required=True)
 
     stack = commands.add_parser("stack", help="the local Kafka, Redis and Prometheus")
@@ -76,12 +92,16 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
                             help="comma-separated subset of worker,kafka,redis,prometheus")
     actions.add_parser("status", help="what is up, on which port, and what is not")
     stack_logs = actions.add_parser("logs", help="the end of a server's log")
-    stack_logs.add_argument("service", choices=("kafka", "redis", "prometheus", "worker"))
-    stack_logs.add_argument("-n", "--lines", type=int, default=40)
+    stack_logs.add_argument("service", choices=("kafka", "redis", "prometheus", "worker"),
+                            help="whose log")
+    stack_logs.add_argument("-n", "--lines", type=int, default=40,
+                            help="how many lines from the end (default 40)")
     actions.add_parser("wipe", help="delete broker data and worker state (stack must be down)")
 
     worker = commands.add_parser("worker", help="run the stream processor in the foreground")
-    worker.add_argument("--loglevel", default="info")
+    worker.add_argument("--loglevel", default="info",
+                        choices=("debug", "info", "warning", "error", "critical"),
+                        help="the least severe log lines shown (default info)")
     worker.set_defaults(handler=_worker)
 
     demo = commands.add_parser("demo", help="the main job: stack, worker, and the answer")
@@ -103,20 +123,57 @@ def _path(value: str):
     return Path(value)
 
 
+def version() -> str:
+    try:
+        return metadata.version("personify")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def explain(exc: BaseException) -> tuple[str, int]:
+    """The one line (and exit code) that tells what went wrong and what to do next."""
+    from personify.sdk import DeliveryFailed
+
+    if isinstance(exc, (StackError, ValueError, DeliveryFailed, BrokerUnreachable)):
+        return str(exc), 2
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in PIPELINE_MODULES:
+        return (f"this command needs the pipeline's dependencies ({exc.name} is missing): "
+                "pip install 'personify[pipeline]', or run `make demo`, which installs them"), 2
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}", 2
+    kind = type(exc).__name__
+    if kind == "KafkaException":
+        return (f"the Kafka client failed: {exc}; is the stack up? (`personify stack up`, "
+                "`personify stack status`)"), 2
+    return f"{kind}: {exc} (run `personify --debug ...` to see where)", 1
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in `argv`: its first word that is not an option."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    debug = "--debug" in argv[: argv.index(_command_of(argv))] if _command_of(argv) else False
     try:
+        args = build_parser(_command_of(argv)).parse_args(argv)
+        if args.command not in OWN_LOGGING:
+            logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                                format="personify: %(message)s")
         settings = Settings.from_env()
         return args.handler(args, settings)
-    except (StackError, ValueError) as exc:
-        print(f"personify: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    except Exception as exc:
+        if debug:
+            raise
+        line, code = explain(exc)
+        print(f"personify: {line}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

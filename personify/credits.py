@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from personify.broker import BrokerUnreachable, client_config, partitions_of
 from personify.settings import Settings
 from processors.ledger import Ledger
 
@@ -73,7 +74,8 @@ def differences(ledger: Ledger,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--follow", action="store_true",
                         help="keep reading and reprint the totals every --every seconds")
-    parser.add_argument("--every", type=float, default=5.0)
+    parser.add_argument("--every", type=float, default=5.0, metavar="SECONDS",
+                        help="with --follow: seconds between two printouts (default 5)")
     parser.add_argument("--group", help="consumer group (default: a fresh one, from the start)")
 
 
@@ -81,11 +83,15 @@ def read_credits(settings: Settings, ledger: Ledger | None = None, *, follow: bo
                  every_s: float = 5.0, group: str | None = None) -> Ledger:
     """Fold the credits topic into a ledger; without `follow`, stop at the end of the topic."""
     ledger = ledger or Ledger()
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer({**client_config(settings.kafka_bootstrap),
                          "group.id": group or f"personify-credits-{uuid.uuid4().hex[:8]}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": bool(group)})
     topic = settings.topics.credits
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    try:
+        partitions = partitions_of(consumer, topic, settings.kafka_bootstrap)
+    except BrokerUnreachable:
+        consumer.close()
+        raise
     ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
             for p in partitions}
     if group:

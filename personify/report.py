@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from personify.broker import client_config, partitions_of
 from personify.settings import Settings
 from processors.icp import DIMENSIONS, IdealCustomerProfile, TraitLift
 from processors.mrr_bridge import BridgeMonth
@@ -62,12 +63,11 @@ class TopicReader:
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self._consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings.kafka_bootstrap),
             "group.id": f"personify-report-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
         self._topic = topic
-        self._partitions = list(self._consumer.list_topics(topic, timeout=10)
-                                .topics[topic].partitions)
+        self._partitions = partitions_of(self._consumer, topic, settings.kafka_bootstrap)
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                                for p in self._partitions])
         self._positions = dict.fromkeys(self._partitions, 0)

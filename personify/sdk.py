@@ -7,25 +7,34 @@ page views and signups by `anonymous_id`, billing by `user_id`. The producer is 
 with `acks=all`, and uses `murmur2_random` so keys land on the partitions Faust expects
 (DESIGN.md §9).
 
-    with Personify("127.0.0.1:19092") as personify:
+    with Personify() as personify:  # PERSONIFY_KAFKA_BOOTSTRAP, else the local stack's broker
         personify.page_view("anon-1", "https://www.example.com/pricing", referrer=None)
         personify.signup("anon-1", "user-1", traits={"company_size": 40})
         personify.payment("user-1", 4900, "USD")
+
+Nothing is lost silently: `close` (the end of the `with` block) waits for the broker's
+acknowledgements and raises `DeliveryFailed` with the count of events it did not get, or
+`KafkaUnreachable` within `connect_timeout_s` when no broker answers. The SDK needs
+confluent-kafka, orjson and fastjsonschema only (the base install); the pipeline's
+dependencies come with `personify[pipeline]`.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from personify.settings import Topics
+from personify.broker import CONNECT_TIMEOUT_S, BrokerWatch, kafka_logger, unreachable_message
+from personify.settings import Settings, Topics
 from processors.config import PipelineConfig
 from processors.validation import Rejection, ValidationConfig, decode
 from schemas.contract import INPUT_SCHEMAS
@@ -46,20 +55,48 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
 """Producer settings every client starts from; `producer_config` entries override them."""
 
 
+UNSENT_AT_CLOSE = "not sent: the client closed before the broker acknowledged it"
+"""The error of the delivery report of an event still queued when `close` gave up on it."""
+
+_WAIT_STEP_S = 0.2
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+log = logging.getLogger(__name__)
+
+
 class InvalidEvent(ValueError):
     """The payload breaks the wire contract; it was not sent."""
 
 
-class DeliveryFailed(RuntimeError):
-    """The broker did not accept some messages (raised by `flush` when no callback is set)."""
+class AmountNotInMinorUnits(InvalidEvent, TypeError):
+    """A float amount: amounts are integers in minor units (4900 for 49.00), never rounded."""
 
-    def __init__(self, failures: list[DeliveryReport]) -> None:
+
+class DeliveryFailed(RuntimeError):
+    """Events the broker did not acknowledge: `undelivered` counts them, `failures` holds the
+    delivery reports that no `on_delivery` callback took."""
+
+    def __init__(self, failures: list[DeliveryReport], undelivered: int | None = None) -> None:
         self.failures = failures
-        first = failures[0]
-        super().__init__(
-            f"{len(failures)} message(s) not delivered; first: {first.topic} key={first.key!r}: "
-            f"{first.error}"
-        )
+        self.undelivered = len(failures) if undelivered is None else undelivered
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        first = (f"; first: {self.failures[0].topic} key={self.failures[0].key!r}: "
+                 f"{self.failures[0].error}" if self.failures else "")
+        return f"{self.undelivered} event(s) not delivered{first}"
+
+
+class KafkaUnreachable(DeliveryFailed):
+    """No broker answered for `connect_timeout_s`: nothing queued can be delivered."""
+
+    def __init__(self, bootstrap: str, undelivered: int,
+                 failures: list[DeliveryReport] | None = None) -> None:
+        self.bootstrap = bootstrap
+        super().__init__(failures or [], undelivered)
+
+    def describe(self) -> str:
+        return f"{unreachable_message(self.bootstrap)}; {self.undelivered} event(s) not delivered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,15 +235,43 @@ def default_validation() -> ValidationConfig:
     return PipelineConfig().validation
 
 
+URL_SCHEMES: Mapping[str, tuple[str, ...] | None] = {"url": ("http", "https"), "referrer": None}
+"""Fields that hold URLs, and the schemes allowed (None: any, as `android-app://` referrers)."""
+
+
+def check_amounts(payload: Mapping[str, Any]) -> None:
+    """`AmountNotInMinorUnits` for a float in a `*_minor` field: 49.00 would be sent as 49."""
+    for name, value in payload.items():
+        if name.endswith("_minor") and isinstance(value, float):
+            raise AmountNotInMinorUnits(
+                f"{name}={value!r}: amounts are integer minor units (4900 for 49.00), not floats")
+
+
+def check_urls(payload: Mapping[str, Any]) -> None:
+    """`InvalidEvent` unless every URL field is absolute (scheme and host), http(s) for pages."""
+    for name, schemes in URL_SCHEMES.items():
+        value = payload.get(name)
+        if value is None:
+            continue
+        parts = urlsplit(str(value))
+        if not (parts.scheme and parts.netloc and (schemes is None or parts.scheme in schemes)):
+            wanted = "http(s)" if schemes else "absolute"
+            raise InvalidEvent(f"{name} {value!r} is not an {wanted} URL "
+                               "(such as https://www.example.com/pricing)")
+
+
 def encode_valid(payload: Mapping[str, Any], *, now_ms: int, config: ValidationConfig) -> bytes:
     """The payload's bytes, after the pipeline's own edge validation (`processors.validation`)
-    accepted them; else `InvalidEvent` with the dead-letter reason it would have got.
+    accepted them; else `InvalidEvent` with the dead-letter reason it would have got. Stricter
+    than the pipeline on what only a caller can get wrong: float amounts, relative URLs.
 
     Stateful checks (duplicate ids, refunds of unknown payments) stay with the pipeline."""
+    check_amounts(payload)
     raw = orjson.dumps(payload)
     outcome = decode(raw, _CONTRACT_KINDS[kind_of_payload(payload)], now_ms=now_ms, config=config)
     if isinstance(outcome, Rejection):
         raise InvalidEvent(f"{outcome.reason.value}: {outcome.message}")
+    check_urls(payload)
     return raw
 
 
@@ -224,32 +289,56 @@ def _new_event_id() -> str:
 class Personify:
     """A producer of input events. Thread-safe like the confluent-kafka producer it wraps.
 
+    `bootstrap_servers` and `topics` default to `PERSONIFY_KAFKA_BOOTSTRAP` and
+    `PERSONIFY_TOPIC_*`, as for the command line, else the local stack's broker and topics.
+
     Delivery: with `on_delivery`, every message's `DeliveryReport` goes to the callback (from
-    `poll`/`flush`); without it, failures are kept and `flush` raises `DeliveryFailed`.
-    Messages still queued at interpreter exit are flushed (atexit) unless `close` ran.
+    `poll`/`flush`); without it, failures are kept and `flush` and `close` raise them as
+    `DeliveryFailed`. `close` gives up on what is still queued at its timeout and says so the
+    same way; no broker answering for `connect_timeout_s` raises `KafkaUnreachable` (a
+    `DeliveryFailed`). With `on_error`, those exceptions go to the callback instead of being
+    raised. Messages still queued at interpreter exit are flushed (atexit) unless `close` ran.
+
+    Each typed method (`page_view`, `payment`, ...) builds its payload with the matching
+    `*_payload` function and hands it to `_send_built`; `track` takes any contract payload.
     """
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        bootstrap_servers: str | None = None,
         *,
         topics: Topics | None = None,
         on_delivery: Callable[[DeliveryReport], None] | None = None,
+        on_error: Callable[[DeliveryFailed], None] | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
         producer_config: Mapping[str, Any] | None = None,
         validation: ValidationConfig | None = None,
         clock_ms: Callable[[], int] = _now_ms,
         new_event_id: Callable[[], str] = _new_event_id,
     ) -> None:
-        self.topics = topics or Topics()
+        if bootstrap_servers is None or topics is None:
+            environment = Settings.from_env()
+            bootstrap_servers = bootstrap_servers or environment.kafka_bootstrap
+            topics = topics or environment.topics
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = topics
         self._validation = validation or default_validation()
+        self.sent = 0
         self.delivered = 0
         self.failed = 0
         self._failures: list[DeliveryReport] = []
         self._on_delivery = on_delivery
+        self._on_error = on_error
+        self._connect_timeout_s = connect_timeout_s
         self._clock_ms = clock_ms
         self._new_event_id = new_event_id
-        config = {**PRODUCER_DEFAULTS, **(producer_config or {})}
-        self._producer = Producer({**config, "bootstrap.servers": bootstrap_servers})
+        self._watch = BrokerWatch()
+        config = {**PRODUCER_DEFAULTS, "logger": kafka_logger(),
+                  "socket.connection.setup.timeout.ms": max(1000, int(connect_timeout_s * 1000)),
+                  **(producer_config or {})}
+        self._their_error_cb = config.pop("error_cb", None)
+        self._producer = Producer({**config, "bootstrap.servers": bootstrap_servers,
+                                   "error_cb": self._broker_error})
         atexit.register(self._flush_at_exit)
 
     # -- the contract's events; each returns the event_id it sent
@@ -325,6 +414,16 @@ class Personify:
             event_id=event_id or self._new_event_id(), ts=self._ts(ts), user_id=user_id,
             subscription_id=subscription_id, plan=plan, mrr_minor=mrr_minor, currency=currency))
 
+    def track(self, payload: Mapping[str, Any]) -> str:
+        """Any contract event as a mapping, its `schema` naming it (`billing/1`, ...): validated
+        like the typed methods; `event_id` and `ts` are filled in when missing or None."""
+        event = dict(payload)
+        if event.get("event_id") is None:
+            event["event_id"] = self._new_event_id()
+        if event.get("ts") is None:
+            event["ts"] = self._clock_ms()
+        return self._send_built(event)
+
     # -- lower level, for tools
 
     def send_event(self, payload: Mapping[str, Any]) -> None:
@@ -334,7 +433,9 @@ class Personify:
         self.send_raw(getattr(self.topics, kind), key_of(kind, payload), raw)
 
     def send_raw(self, topic: str, key: str | None, value: bytes) -> None:
-        """Produce bytes as they are (no validation): for replays and deliberately bad events."""
+        """Produce bytes as they are (no validation): for replays and deliberately bad events.
+
+        Waits while the local queue is full; raises `KafkaUnreachable` if no broker answers."""
         encoded_key = None if key is None else key.encode()
         while True:
             try:
@@ -342,6 +443,8 @@ class Personify:
                 break
             except BufferError:
                 self._producer.poll(0.05)  # the local queue is full: let deliveries drain it
+                self._check_reachable()
+        self.sent += 1
         self._producer.poll(0)
 
     def poll(self, timeout: float = 0.0) -> int:
@@ -351,23 +454,90 @@ class Personify:
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for every queued message; returns how many are still queued after `timeout`.
 
-        Raises `DeliveryFailed` (once per batch of failures) when there is no callback."""
-        remaining = self._producer.flush(timeout)
+        Raises `KafkaUnreachable` when no broker answered for `connect_timeout_s`, and
+        `DeliveryFailed` (once per batch of failures) when there is no `on_delivery`."""
+        try:
+            remaining = self._wait(timeout)
+        except KafkaUnreachable as unreachable:
+            self._fail(unreachable)
+            return self.pending
         if self._failures:
             failures, self._failures = self._failures, []
-            raise DeliveryFailed(failures)
+            self._fail(DeliveryFailed(failures))
         return remaining
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flush and stop flushing at exit."""
-        atexit.unregister(self._flush_at_exit)
-        self.flush(timeout)
+        """Flush, then give up on whatever is still queued: every event ends delivered or
+        reported. Raises `DeliveryFailed` with the count of events not delivered (or hands it
+        to `on_error`); `KafkaUnreachable` when no broker answered."""
+        unreachable = None
+        try:
+            self._wait(timeout)
+        except KafkaUnreachable as failure:
+            unreachable = failure
+        abandoned = self._discard()
+        kept, self._failures = self._failures, []
+        undelivered = self.sent - self.delivered
+        if unreachable is not None:
+            self._fail(KafkaUnreachable(self.bootstrap_servers, undelivered, kept))
+        elif kept or abandoned:
+            self._fail(DeliveryFailed(kept, undelivered))
 
     def __enter__(self) -> Personify:
         return self
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        if isinstance(exc, DeliveryFailed):  # it already tells what was not delivered
+            self._discard()
+            return
         self.close()
+
+    @property
+    def pending(self) -> int:
+        """Events sent that have no delivery report yet."""
+        return self.sent - self.delivered - self.failed
+
+    def _wait(self, timeout: float) -> int:
+        """Flush in short steps until nothing is queued, `timeout` passed, or no broker has
+        answered for `connect_timeout_s` (`KafkaUnreachable`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            step = max(0.0, min(_WAIT_STEP_S, deadline - time.monotonic()))
+            remaining = self._producer.flush(step)
+            if remaining == 0 or time.monotonic() >= deadline:
+                return remaining
+            self._check_reachable()
+
+    def _check_reachable(self) -> None:
+        """`KafkaUnreachable` once every broker has been down for `connect_timeout_s` and a
+        metadata request confirms it (a broker that came back clears the watch)."""
+        if self._watch.down_for() < self._connect_timeout_s:
+            return
+        try:
+            self._producer.list_topics(timeout=min(1.0, self._connect_timeout_s))
+        except KafkaException:
+            raise KafkaUnreachable(self.bootstrap_servers, self.pending) from None
+        self._watch.answered()
+
+    def _discard(self) -> int:
+        """Purge what is still queued (each gets an `UNSENT_AT_CLOSE` report); returns how many,
+        and stops the exit hook."""
+        atexit.unregister(self._flush_at_exit)
+        queued = self.pending
+        if len(self._producer):
+            self._producer.purge()
+            self._producer.flush(0)
+        return queued
+
+    def _fail(self, failure: DeliveryFailed) -> None:
+        if self._on_error is None:
+            raise failure
+        self._on_error(failure)
+
+    def _broker_error(self, error: KafkaError) -> None:
+        self._watch.on_error(error)
+        if self._their_error_cb is not None:
+            self._their_error_cb(error)
 
     def _send_built(self, payload: dict[str, Any]) -> str:
         self.send_event(payload)
@@ -383,10 +553,11 @@ class Personify:
             key=None if key is None else key.decode(errors="replace"),
             partition=message.partition(),
             offset=message.offset(),
-            error=None if error is None else error.str(),
+            error=None if error is None else _describe(error),
         )
         if error is None:
             self.delivered += 1
+            self._watch.answered()
         else:
             self.failed += 1
         if self._on_delivery is not None:
@@ -395,4 +566,11 @@ class Personify:
             self._failures.append(report)
 
     def _flush_at_exit(self) -> None:
-        self._producer.flush(10.0)
+        remaining = self._producer.flush(10.0)
+        if remaining:
+            log.error("%d event(s) not delivered at exit; call close() to be told earlier (%s)",
+                      remaining, unreachable_message(self.bootstrap_servers))
+
+
+def _describe(error: KafkaError) -> str:
+    return UNSENT_AT_CLOSE if error.code() in _PURGED else error.str()

@@ -1,10 +1,14 @@
 """`personify send FILE.jsonl`: produce a file of events to the input topics.
 
-One JSON object a line: `{"topic": ..., "value": {...}}` for a contract event (validated, then
-keyed as the pipeline expects), or `{"topic": ..., "key": ..., "raw": "..."}` for bytes sent
-as they are (deliberately malformed events). Other fields (such as `defect`) are ignored.
-Topics may be given by their default names (`page-views-v1`) or the configured ones. The
-exit code is 0 only when every line was produced and delivered.
+One JSON object a line, any of:
+- a contract event itself, `{"schema": "billing/1", ...}`: its schema names its topic;
+- `{"topic": ..., "value": {...}}`, a contract event and the topic it belongs on;
+- `{"topic": ..., "key": ..., "raw": "..."}`, bytes sent as they are (deliberately malformed
+  events).
+Events are validated, then keyed as the pipeline expects. Other fields (such as `defect`) are
+ignored. Topics may be given by their default names (`page-views-v1`) or the configured ones.
+The exit code is 0 only when every line was produced and delivered; with no broker answering
+it stops within seconds and says so.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from personify.sdk import TOPIC_KINDS, DeliveryReport, InvalidEvent, Personify, kind_of_payload
+from personify.sdk import (
+    TOPIC_KINDS,
+    UNSENT_AT_CLOSE,
+    DeliveryReport,
+    InvalidEvent,
+    Personify,
+    kind_of_payload,
+)
 from personify.settings import Settings, Topics
 
 CLI_PRODUCER_CONFIG: Mapping[str, Any] = {"message.timeout.ms": 60_000}
@@ -40,8 +51,11 @@ def resolve_topic(name: str, topics: Topics) -> str:
 
 def produce_line(client: Personify, line: Mapping[str, Any]) -> None:
     """Produce one parsed line; raises `InvalidEvent` when it is not a valid line or event."""
+    if isinstance(line, Mapping) and "schema" in line and "topic" not in line:
+        client.send_event(line)
+        return
     if not isinstance(line, Mapping) or not isinstance(line.get("topic"), str):
-        raise InvalidEvent("a line needs a string 'topic'")
+        raise InvalidEvent("a line is an event with a 'schema', or has a string 'topic'")
     topic = resolve_topic(line["topic"], client.topics)
     if "raw" in line:
         raw, key = line["raw"], line.get("key")
@@ -106,7 +120,9 @@ def send_file(client: Personify, path: Path, *, progress: bool = True) -> SendSu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="JSON lines: {topic, value} or {topic, key, raw}")
+    parser.add_argument("file", type=Path,
+                        help="JSON lines: events ({schema, ...}), {topic, value} or "
+                             "{topic, key, raw}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -121,7 +137,7 @@ def _print_first_failures() -> Callable[[DeliveryReport], None]:
 
     def on_delivery(report: DeliveryReport) -> None:
         nonlocal printed
-        if report.error is not None and printed < _MAX_REPORTED_LINES:
+        if report.error not in (None, UNSENT_AT_CLOSE) and printed < _MAX_REPORTED_LINES:
             printed += 1
             tqdm.write(f"delivery failed: {report.topic} key={report.key!r}: {report.error}",
                        file=sys.stderr)
@@ -130,6 +146,9 @@ def _print_first_failures() -> Callable[[DeliveryReport], None]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.file.is_file():
+        raise ValueError(f"{args.file}: no such file; write one with `personify simulate --out "
+                         f"{args.file}`, one JSON event a line")
     with cli_client(settings) as client:
         summary = send_file(client, args.file, progress=not args.no_progress)
     print(summary.describe())

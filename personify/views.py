@@ -12,7 +12,8 @@ from streams.views_rebuild import rebuild
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("rebuild",))
+    parser.add_argument("action", choices=("rebuild",),
+                        help="rebuild: rewrite every view from the profiles and credits topics")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,8 +14,8 @@ fi
 stamp=.venv/.personify-installed
 wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-  echo "==> installing personify and its dependencies into .venv (a minute the first time)"
+  echo "==> installing personify, the pipeline and the test tools into .venv (a minute the first time)"
   .venv/bin/python -m pip install --disable-pip-version-check -q --upgrade pip
-  .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+  .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[pipeline,dev]'
   echo "$wanted" > "$stamp"
 fi

@@ -73,12 +73,8 @@ from schemas.events import PageView, Signup
 from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
 from streams.intake import start_intake
-from streams.operations import (
-    RepeatLimiter,
-    Takes,
-    broker_reachable,
-    limit_repeated_logs,
-)
+from streams.logs import RepeatLimiter, limit_repeated_logs
+from streams.operations import Takes, broker_reachable
 from streams.state_cache import CachedStates, TableWrites, TakenPartitions
 from streams.views import revenue_share_of_top
 

@@ -1,5 +1,5 @@
-"""How the worker behaves when the world around it fails: the broker gone, a stop that hangs,
-a client library that logs the same error a hundred times a second."""
+"""How the worker behaves when the world around it fails: the broker gone, a stop that hangs
+(log floods are held back by `streams.logs`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ PROBE_TIMEOUT_S = 2.0
 STOP_DEADLINE_S = 6.0
 """A stop that takes longer (the Kafka client waits a minute for a broker that is gone) ends
 the process: it is as safe as a crash, which every stage is built to survive."""
-REPEAT_WINDOW_S = 30.0
 EXIT_STAGE_FAILED = 70
 """The exit code of a worker whose stage met a failure it cannot handle (EX_SOFTWARE)."""
 
@@ -159,35 +158,3 @@ def _exit_late() -> None:
               "further: inputs not committed are read again at the next start", STOP_DEADLINE_S)
     logging.shutdown()
     os._exit(1)
-
-
-class RepeatLimiter(logging.Filter):
-    """Lets a warning or error through once per REPEAT_WINDOW_S per logger and message
-    template, then says how many like it were held back: a broker outage makes the Kafka
-    client log each failed reconnect, tens of lines a second, and the log must stay readable."""
-
-    def __init__(self, window_s: float = REPEAT_WINDOW_S, clock=time.monotonic) -> None:
-        super().__init__()
-        self._window_s, self._clock = window_s, clock
-        self._seen: dict[tuple[str, object], tuple[float, int]] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
-        key, now = (record.name, record.msg), self._clock()
-        first, held = self._seen.get(key, (None, 0))
-        if first is not None and now - first < self._window_s:
-            self._seen[key] = (first, held + 1)
-            return False
-        self._seen[key] = (now, 0)
-        if held:
-            record.msg = f"{record.msg} ({held} more like this in the last {self._window_s:.0f} s)"
-        return True
-
-
-def limit_repeated_logs(limiter: logging.Filter) -> None:
-    """Put `limiter` on every handler of the root logger (a filter on a logger would not see
-    its children's records)."""
-    for handler in logging.getLogger().handlers:
-        if limiter not in handler.filters:
-            handler.addFilter(limiter)

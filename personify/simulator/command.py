@@ -78,8 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {default_start})")
     parser.add_argument("--malformed-share", type=float, default=0.01,
                         help="share of defective events: malformed or duplicate (default 0.01)")
-    parser.add_argument("--multi-device-share", type=float, default=0.25)
-    parser.add_argument("--shared-device-share", type=float, default=0.03)
+    parser.add_argument("--multi-device-share", type=float, default=0.25,
+                        help="share of people who sign up that also browse on a second "
+                             "device (default 0.25)")
+    parser.add_argument("--shared-device-share", type=float, default=0.03,
+                        help="share of two-person households sharing one device "
+                             "(default 0.03)")
     parser.add_argument("--lookback-days", type=int, default=90,
                         help="lookback of the truth's acquisition channel (default 90)")
     parser.add_argument("--max-pending", type=int, default=200_000,

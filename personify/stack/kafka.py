@@ -100,10 +100,12 @@ class KafkaBroker:
         """A real metadata request, not just an open port."""
         from confluent_kafka.admin import AdminClient
 
+        from personify.broker import client_config
+
         if not port_open(self.host, self.port):
             return False
         try:
-            AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap}).list_topics(timeout=2)
+            AdminClient(client_config(self.settings.kafka_bootstrap)).list_topics(timeout=2)
         except Exception:
             return False
         return True

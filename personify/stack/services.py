@@ -60,30 +60,49 @@ def down(settings: Settings, names: tuple[str, ...] = ("worker", *SERVICE_NAMES)
 
 
 def status(settings: Settings) -> int:
-    """Plain words per service; exit code 0 only when all servers are up."""
+    """Plain words per service, from the configured ports as much as from the pid files (a pid
+    file says what personify started, the port what answers there); exit code 0 only when all
+    servers are up."""
     all_up = True
     for name, server in servers(settings).items():
-        ours = server.process.pid() is not None
-        if ours and server.ready():
-            line = f"up      {server.describe()} (pid {server.process.pid()}, started by personify)"
-        elif ours:
-            line = f"STARTING {server.describe()} (process running, not answering yet)"
-            all_up = False
-        elif port_open(server.host, server.port):
-            line = (f"FOREIGN {server.describe()}: the port answers but personify did not start "
-                    "that process")
-            all_up = False
-        else:
-            line = f"down    {server.describe()}: run `personify stack up`"
-            all_up = False
+        up, line = _server_status(server)
+        all_up = all_up and up
         print(f"{name:<11} {line}")
-    worker = worker_process(settings)
-    if worker.pid() is not None:
-        print(f"{'worker':<11} up      http://{settings.web_host}:{settings.web_port}"
-              f" (pid {worker.pid()})")
-    else:
-        print(f"{'worker':<11} down    start it with `personify worker` or `make demo`")
+    print(f"{'worker':<11} {_worker_status(settings)}")
     return 0 if all_up else 1
+
+
+def _server_status(server: KafkaBroker | RedisServer | PrometheusServer) -> tuple[bool, str]:
+    pid, answers = server.process.pid(), port_open(server.host, server.port)
+    where = f"{server.host}:{server.port}"
+    if pid is not None and answers and server.ready():
+        return True, f"up      {server.describe()} (pid {pid}, started by personify)"
+    if pid is not None and answers:
+        return False, f"STARTING {server.describe()} (process running, not answering yet)"
+    if pid is not None:
+        return False, (f"MISMATCH {server.describe()}: personify started pid {pid}, but nothing "
+                       f"answers on {where}: still starting, or started with other settings "
+                       "(`personify stack down`, then `personify stack up`)")
+    if answers:
+        return False, (f"FOREIGN {server.describe()}: the port answers but personify did not "
+                       "start that process")
+    return False, f"down    {server.describe()}: run `personify stack up`"
+
+
+def _worker_status(settings: Settings) -> str:
+    pid = worker_process(settings).pid()
+    url = f"http://{settings.web_host}:{settings.web_port}"
+    answers = port_open(settings.web_host, settings.web_port)
+    if pid is not None and answers:
+        return f"up      {url} (pid {pid})"
+    if pid is not None:
+        return (f"MISMATCH personify started a worker (pid {pid}), but nothing answers on {url}: "
+                "still starting, or started with another PERSONIFY_WEB_PORT "
+                "(`personify stack down --only worker`)")
+    if answers:
+        return (f"FOREIGN {url} answers, but personify did not start that process "
+                "(a worker run by hand, or another program on PERSONIFY_WEB_PORT)")
+    return "down    start it with `personify worker` or `make demo`"
 
 
 def logs(settings: Settings, name: str, lines: int) -> None:

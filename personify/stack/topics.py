@@ -34,7 +34,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create the missing topics and return their names; existing topics are left as they are."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    from personify.broker import client_config
+
+    admin = AdminClient(client_config(settings.kafka_bootstrap))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
         NewTopic(name, num_partitions=settings.partitions, replication_factor=1, config=config)

@@ -10,9 +10,9 @@ import sys
 import pytest
 from faust.types.tuples import TP, Message
 
+from streams.logs import RepeatLimiter
 from streams.operations import (
     EXIT_STAGE_FAILED,
-    RepeatLimiter,
     Takes,
     broker_reachable,
     committed_only_when_done,

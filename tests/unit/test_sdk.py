@@ -1,16 +1,27 @@
 import argparse
 import atexit
+import logging
+import socket
+import subprocess
+import sys
+import time
+import tomllib
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
 
 from personify import send
+from personify.broker import kafka_logger
 from personify.partitioner import partition_for
 from personify.sdk import (
     PRODUCER_DEFAULTS,
+    UNSENT_AT_CLOSE,
+    AmountNotInMinorUnits,
     DeliveryFailed,
     InvalidEvent,
+    KafkaUnreachable,
     Personify,
     key_of,
     kind_of_payload,
@@ -122,7 +133,7 @@ def test_without_a_callback_flush_raises_the_delivery_failures():
     client = Personify("127.0.0.1:1", clock_ms=lambda: NOW_MS,
                        producer_config={"message.timeout.ms": 50, "log_level": 0})
     client.payment("user-1", 4900, "USD")
-    with pytest.raises(DeliveryFailed, match="1 message") as failure:
+    with pytest.raises(DeliveryFailed, match="1 event") as failure:
         client.flush(5)
     assert failure.value.failures[0].key == "user-1"
     assert client.failed == 1
@@ -150,6 +161,13 @@ def page_view_line(topic="page-views-v1", **changes):
 def test_send_routes_default_and_configured_topic_names_to_the_configured_topic(topic):
     client, reports = mock_client(topics=CUSTOM_TOPICS)
     send.produce_line(client, page_view_line(topic))
+    [report] = delivered(client, reports)
+    assert (report.topic, report.key) == ("pv-test", "anon-1")
+
+
+def test_send_takes_a_plain_event_line_to_the_topic_its_schema_names():
+    client, reports = mock_client(topics=CUSTOM_TOPICS)
+    send.produce_line(client, page_view_line()["value"])
     [report] = delivered(client, reports)
     assert (report.topic, report.key) == ("pv-test", "anon-1")
 
@@ -198,3 +216,154 @@ def test_send_command_exit_code_says_whether_everything_was_delivered(tmp_path, 
     settings = Settings()
     assert send.run(parser.parse_args([str(good), "--no-progress"]), settings) == 0
     assert send.run(parser.parse_args([str(bad), "--no-progress"]), settings) == 1
+
+
+# ------------------------------------------------------------------ nothing lost silently
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINE_ONLY = ("faust", "mode", "aiokafka", "redis", "rocksdict", "prometheus_client", "tqdm")
+
+
+def dead_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_leaving_the_block_with_no_broker_fails_within_seconds_saying_what_to_do():
+    address = f"127.0.0.1:{dead_port()}"
+    started = time.monotonic()
+    with pytest.raises(KafkaUnreachable) as unreachable, Personify(
+            address, connect_timeout_s=1, clock_ms=lambda: NOW_MS) as client:
+        client.payment("user-7", 4900, "EUR")
+        client.signup("anon-1", "user-7")
+    assert time.monotonic() - started < 5
+    assert str(unreachable.value).startswith(
+        f"Kafka unreachable at {address} — is the stack up? (`personify stack up`)")
+    assert unreachable.value.undelivered == 2
+    assert (client.sent, client.delivered, client.failed) == (2, 0, 2)
+
+
+def test_with_on_error_the_failure_goes_to_the_callback_instead_of_being_raised():
+    errors = []
+    client = Personify(f"127.0.0.1:{dead_port()}", connect_timeout_s=1, on_error=errors.append,
+                       clock_ms=lambda: NOW_MS)
+    client.payment("user-7", 4900, "EUR")
+    client.close()
+    [error] = errors
+    assert isinstance(error, KafkaUnreachable) and error.undelivered == 1
+
+
+def test_close_gives_up_on_what_is_still_queued_and_counts_it():
+    client = Personify(f"127.0.0.1:{dead_port()}", connect_timeout_s=60, clock_ms=lambda: NOW_MS)
+    client.payment("user-7", 4900, "EUR")
+    with pytest.raises(DeliveryFailed, match="1 event") as failure:
+        client.close(timeout=0.5)
+    assert not isinstance(failure.value, KafkaUnreachable)
+    assert failure.value.undelivered == 1
+    assert failure.value.failures[0].error == UNSENT_AT_CLOSE
+
+
+@pytest.mark.parametrize("amount", [49.00, 4900.0])
+def test_a_float_amount_is_refused_because_amounts_are_integer_minor_units(amount):
+    client, reports = mock_client()
+    with pytest.raises(AmountNotInMinorUnits, match="integer minor units") as refused:
+        client.payment("user-1", amount, "EUR")
+    assert isinstance(refused.value, TypeError) and isinstance(refused.value, InvalidEvent)
+    with pytest.raises(TypeError, match="mrr_minor"):
+        client.subscription_change("user-1", "sub-1", "team", 49.5, "EUR")
+    assert delivered(client, reports) == []
+
+
+@pytest.mark.parametrize(("url", "referrer"), [
+    ("not a url", None), ("/pricing", None), ("ftp://files.example.com/a", None),
+    ("www.example.com/pricing", None), ("https://www.example.com/", "google"),
+])
+def test_a_page_view_needs_an_absolute_http_url_and_an_absolute_referrer(url, referrer):
+    client, reports = mock_client()
+    with pytest.raises(InvalidEvent, match="URL"):
+        client.page_view("anon-1", url, referrer=referrer)
+    assert delivered(client, reports) == []
+
+
+def test_an_app_referrer_is_an_absolute_url_too():
+    client, reports = mock_client()
+    client.page_view("anon-1", "HTTPS://www.example.com/", referrer="android-app://com.google")
+    assert len(delivered(client, reports)) == 1
+
+
+def test_track_sends_any_contract_event_filling_in_its_id_and_time():
+    client, reports = mock_client()
+    event_id = client.track({"schema": "billing/1", "user_id": "user-1", "kind": "payment",
+                             "amount_minor": 4900, "currency": "EUR"})
+    client.track({"schema": "signup/1", "event_id": "su-1", "ts": "2025-01-01T10:00:00Z",
+                  "anonymous_id": "anon-1", "user_id": "user-1", "traits": None})
+    assert uuid.UUID(event_id).version == 4
+    assert sorted((r.topic, r.key) for r in delivered(client, reports)) == [
+        ("billing-v1", "user-1"), ("signups-v1", "anon-1")]
+    with pytest.raises(InvalidEvent, match="unknown schema"):
+        client.track({"schema": "order/1"})
+    with pytest.raises(AmountNotInMinorUnits):
+        client.track({"schema": "billing/1", "user_id": "user-1", "kind": "payment",
+                      "amount_minor": 49.0, "currency": "EUR"})
+
+
+def test_the_broker_and_topics_come_from_the_environment_when_not_given(monkeypatch):
+    monkeypatch.setenv("PERSONIFY_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.setenv("PERSONIFY_TOPIC_BILLING", "billing-eu")
+    client = Personify(producer_config={"log_level": 0})
+    assert client.bootstrap_servers == "127.0.0.1:1"
+    assert client.topics.billing == "billing-eu"
+    assert Personify("127.0.0.1:2", producer_config={"log_level": 0}).bootstrap_servers == \
+        "127.0.0.1:2"
+
+
+def test_librdkafka_lines_go_through_logging_one_per_kind_of_failure():
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = kafka_logger()
+    logger.addHandler(handler)
+    try:
+        for after in ("0ms", "1ms", "0ms"):
+            logger.log(logging.ERROR, "%s [%s] %s", "FAIL", "rdkafka#producer-1",
+                       f"[thrd:b/bootstrap]: b/bootstrap: Connect failed (after {after})")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == [
+        "kafka FAIL: b/bootstrap: Connect failed (after 0ms)"]
+
+
+def test_the_base_install_is_the_sdk_and_the_pipeline_is_an_extra():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = {d.split("==")[0] for d in project["dependencies"]}
+    extras = project["optional-dependencies"]
+    pipeline = {d.split("[")[0].split("==")[0] for d in extras["pipeline"]}
+    assert base == {"confluent-kafka", "orjson", "fastjsonschema"}
+    assert {"faust-streaming", "redis", "tqdm"} <= pipeline
+
+
+def test_the_sdk_works_without_any_of_the_pipeline_dependencies():
+    """The pipeline's packages cannot even be imported: the SDK validates and sends anyway."""
+    program = f"""
+import sys
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {PIPELINE_ONLY!r}:
+            raise ImportError(f"{{name}} is not installed")
+sys.meta_path.insert(0, Absent())
+from personify.sdk import Personify
+reports = []
+client = Personify("unused:9092", on_delivery=reports.append,
+                   producer_config={MOCK_CLUSTER!r})
+client.payment("user-1", 4900, "EUR")
+client.close(10)
+assert [r.error for r in reports] == [None], reports
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {PIPELINE_ONLY!r} + ("streams.app",))
+print(loaded)
+"""
+    ended = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                           cwd=ROOT, timeout=60)
+    assert ended.returncode == 0, ended.stderr
+    assert ended.stdout.strip() == "[]"
