@@ -137,7 +137,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                            to_persons.partition_of)
     persons = CachedStates(tables.persons, PersonState.from_dict, STATES_CACHED,
                            to_persons.partition_of)
-    takes = Takes(metrics.take_seconds)
+    takes = Takes(metrics.take_seconds, committed=partial(_committed, app))
 
     async def dead_letter(key: bytes | None, raw: bytes, topic: str, partition: int, offset: int,
                           reason: str, message: str) -> Awaitable:

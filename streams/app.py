@@ -8,7 +8,7 @@ import faust
 
 from personify.settings import Settings
 from streams.context import Pipeline
-from streams.operations import BoundedStopApp
+from streams.operations import BoundedStopApp, never_a_gap
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> faust.App:
     # Table writes queue here until sent; past this many the stream waits, polling per message.
     # A batch writes hundreds of keys at once, so let the queue take a few batches.
     app.producer.buffer.max_messages = 20_000
+    app.consumer._add_gap = never_a_gap
     pipeline = Pipeline.build(app, settings)
     from streams import agents, web
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import faust
 from prometheus_client import Histogram
@@ -65,6 +66,39 @@ def committed_only_when_done(events: list[faust.EventT]) -> Iterator[None]:
         event.message.decref()
 
 
+async def never_a_gap(tp: Any, offset_from: int, offset_to: int) -> None:
+    """Faust marks the offsets between two records it delivers as done when they are not
+    consecutive (compacted or transactional topics have such gaps), and its commit then moves
+    past them. The stages' topics have none: a missing offset is a record the client did not
+    deliver, which must be read, not skipped. Installed as the consumer's `_add_gap` (private;
+    Faust has no switch for it), it only says so; `DeliveredInOrder` ends the process."""
+    log.error("offsets %d to %d of %s were not delivered in order", offset_from, offset_to - 1,
+              tp)
+
+
+class DeliveredInOrder:
+    """Every offset of a partition reaches the stage, in order, from where the group
+    committed: a record the client skipped (it happens, rarely, around restarts) would
+    otherwise be committed past and never processed. The next offset expected is the one
+    after the highest this stage saw, or the committed one if higher (another worker went on
+    meanwhile). A re-delivery (an offset seen before) is fine: the stages know re-reads."""
+
+    def __init__(self, committed: Callable[[Any], int | None]) -> None:
+        self._committed = committed
+        self._next: dict[Any, int] = {}
+
+    def missing(self, events: list[faust.EventT]) -> tuple[Any, int, int] | None:
+        """(partition, first, last offset) of a run of records skipped before an event of
+        `events`, or None; the events are then taken as seen."""
+        for event in events:
+            tp, offset = event.message.tp, event.message.offset
+            known = [o for o in (self._next.get(tp), self._committed(tp)) if o is not None]
+            if known and offset > max(known):
+                return tp, max(known), offset - 1
+            self._next[tp] = max(offset + 1, self._next.get(tp, 0))
+        return None
+
+
 class Takes:
     """The takes the stages work on, and the partitions they may work on.
 
@@ -79,8 +113,10 @@ class Takes:
 
     SETTLE_TIMEOUT_S = 30.0
 
-    def __init__(self, take_seconds: Histogram | None = None) -> None:
+    def __init__(self, take_seconds: Histogram | None = None,
+                 committed: Callable[[Any], int | None] = lambda tp: None) -> None:
         self._take_seconds = take_seconds
+        self._in_order = DeliveredInOrder(committed)
         self._working = 0
         self._settled = asyncio.Event()
         self._settled.set()
@@ -110,6 +146,13 @@ class Takes:
             event.message.incref()
         await self._assigned.wait()
         kept = [event for event in events if event.message.tp in self._owned]
+        skipped = self._in_order.missing(kept)
+        if skipped is not None:
+            log.critical("offsets %d to %d of %s never reached the stage; exiting before "
+                         "anything past them is committed, so that they are read again",
+                         skipped[1], skipped[2], skipped[0])
+            logging.shutdown()
+            os._exit(EXIT_STAGE_FAILED)
         for event in kept:
             event.message.decref()
         return kept

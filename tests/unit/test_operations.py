@@ -13,6 +13,7 @@ from faust.types.tuples import TP, Message
 from streams.logs import RepeatLimiter
 from streams.operations import (
     EXIT_STAGE_FAILED,
+    DeliveredInOrder,
     Takes,
     broker_reachable,
     committed_only_when_done,
@@ -173,3 +174,41 @@ def test_a_take_cancelled_while_waiting_for_the_assignment_is_not_acknowledged()
         return events[0].message.acked
 
     assert asyncio.run(run()) is False
+
+
+def test_every_offset_reaches_the_stage_from_the_commit_on_or_the_gap_is_named():
+    committed = {TP("t", 0): 5}
+    order = DeliveredInOrder(committed.get)
+    assert order.missing([event(0, 5), event(0, 6)]) is None
+    assert order.missing([event(0, 5), event(0, 7)]) is None  # 5 again: a re-delivery
+    assert order.missing([event(0, 9)]) == (TP("t", 0), 8, 8)
+    assert DeliveredInOrder(committed.get).missing([event(0, 7)]) == (TP("t", 0), 5, 6)
+    assert DeliveredInOrder(lambda tp: None).missing([event(1, 40)]) is None  # no commit yet
+
+
+def test_a_partition_back_from_another_worker_is_expected_from_its_new_commit():
+    committed = {TP("t", 0): 5}
+    order = DeliveredInOrder(committed.get)
+    assert order.missing([event(0, 5)]) is None
+    committed[TP("t", 0)] = 50  # another worker went on meanwhile
+    assert order.missing([event(0, 50)]) is None
+    assert order.missing([event(0, 12)]) is None  # a take buffered before the move
+
+
+def test_a_skipped_offset_ends_the_process_before_the_take_is_acknowledged():
+    program = """
+import asyncio, logging
+from faust.types.tuples import TP
+from tests.unit.test_operations import event
+from streams.operations import Takes
+logging.basicConfig()
+takes = Takes(committed={TP("t", 0): 3}.get)
+takes.assigned({TP("t", 0)})
+asyncio.run(takes.admit([event(0, 4)]))
+print("went on")
+"""
+    ended = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                           timeout=60)
+    assert ended.returncode == EXIT_STAGE_FAILED
+    assert "went on" not in ended.stdout
+    assert "offsets 3 to 3 of" in ended.stderr
