@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Awaitable
 from functools import lru_cache, partial
@@ -38,7 +37,6 @@ import orjson
 from personify.partitioner import partition_for
 from processors import messages
 from processors.aggregates import windows
-from processors.dead_letters import dead_letter_record
 from processors.identity import (
     JUNK_ANONYMOUS_ID,
     Accepted,
@@ -71,6 +69,7 @@ from processors.views import aggregate_writes, credit_writes, profile_writes
 from schemas.events import PageView, Signup
 from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
+from streams.dead_letters import send_dead_letter, wall_ms
 from streams.operations import (
     RepeatLimiter,
     Takes,
@@ -90,10 +89,6 @@ STATES_CACHED = 20_000
 """Decoded device and person states kept in memory, each (streams/state_cache.py)."""
 BROKER_PROBE_EVERY_S = 2.0
 log = logging.getLogger(__name__)
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Outbox:
@@ -146,12 +141,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                            to_persons.partition_of)
     takes = Takes()
 
-    async def dead_letter(key: bytes | None, raw: bytes, topic: str, partition: int, offset: int,
-                          reason: str, message: str) -> Awaitable:
-        metrics.dead_letters.labels(topic, reason).inc()
-        record = dead_letter_record(raw=raw, topic=topic, partition=partition, offset=offset,
-                                    reason=reason, message=message, ts_ms=wall_ms())
-        return await topics.dead_letters.send(key=key, value=orjson.dumps(record))
+    dead_letter = partial(send_dead_letter, pipeline)
 
     async def dead_letter_failure(event: faust.EventT, exc: Exception, key: str | None = None,
                                   items: list[dict] | None = None) -> Awaitable:
@@ -405,7 +395,7 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
                 if tp.topic == names.person_events}
 
     metrics.registry.register(BusinessCollector(
-        pipeline.aggregates, pipeline.config.attribution.models,
+        pipeline.owned_aggregates, pipeline.config.attribution.models,
         pipeline.config.attribution.reporting_currency, owned_person_partitions))
 
     @app.timer(interval=5.0)
@@ -413,7 +403,7 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
         """Each owned partition's windows to Redis, ending at one common time so readers can
         add partitions up (processors/aggregates.py `windows`)."""
         states = dict(zip(sorted(owned_person_partitions()),
-                          pipeline.aggregates.keep_only(owned_person_partitions()), strict=True))
+                          pipeline.owned_aggregates(owned_person_partitions()), strict=True))
         clocks = [s.clock_ms for s in states.values() if s.clock_ms is not None]
         for partition, state in states.items():
             if state.clock_ms is not None:

@@ -46,9 +46,10 @@ def create_app(settings: Settings) -> faust.App:
     # A batch writes hundreds of keys at once, so let the queue take a few batches.
     app.producer.buffer.max_messages = 20_000
     pipeline = Pipeline.build(app, settings)
-    from streams import agents, web
+    from streams import agents, spend, web
 
     agents.register(app, pipeline)
+    spend.register_spend(app, pipeline)
     agents.register_health(app, pipeline)
     web.register(app, pipeline)
     return app
