@@ -13,7 +13,7 @@ currency, counted once.
   the same topic/partition/offset is a replay, not a producer duplicate). Every id of a campaign
   is kept (a campaign has one line a day: ten years are 3,650 ids).
 
-`step_spend` is the stateful step of the worker's spend stage; `spend_lines` the batch
+`step_spend` is the stateful step of the worker's spend stage; `SpendBook` the batch
 computation of a whole log, which the stage must equal.
 """
 
@@ -23,8 +23,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from processors.channels import ChannelConfig, classify
 from processors.money import CurrencyTable, to_reporting
+from processors.validation import ValidationConfig, decode
 from schemas.events import Spend
 
 STATE_VERSION = 1
@@ -104,15 +107,31 @@ def step_spend(state: SpendState | None, inputs: Sequence[tuple[Spend, str]],
     return SpendState(seen), outputs
 
 
-def spend_lines(lines: Iterable[Spend], config: SpendConfig) -> list[SpendRecorded]:
-    """The batch computation: every line of a log counted once by (campaign key, event id)."""
-    seen: set[tuple[str, str]] = set()
-    counted = []
-    for spend in lines:
-        if (spend.key, spend.event_id) not in seen:
-            seen.add((spend.key, spend.event_id))
-            counted.append(recorded(spend, config))
-    return counted
+@dataclass
+class SpendBook:
+    """The batch computation: a log's lines, validated as the worker does, each counted once
+    by (campaign key, event id); what the worker's spend stage must equal."""
+
+    config: SpendConfig
+    counted: list[SpendRecorded] = field(default_factory=list)
+    _seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
+
+    def add_event(self, spend: Spend) -> bool:
+        """Count a valid line; False when it is a duplicate."""
+        if (spend.key, spend.event_id) in self._seen:
+            return False
+        self._seen.add((spend.key, spend.event_id))
+        self.counted.append(recorded(spend, self.config))
+        return True
+
+    def add(self, payload: Mapping[str, Any], *, now_ms: int,
+            validation: ValidationConfig) -> bool:
+        """Count a line as read from the topic; False when it is refused or a duplicate."""
+        spend = decode(orjson.dumps(payload), "spend", now_ms=now_ms, config=validation)
+        return isinstance(spend, Spend) and self.add_event(spend)
+
+    def by_channel(self) -> dict[str, int]:
+        return spend_by_channel(self.counted)
 
 
 def spend_by_channel(counted: Iterable[SpendRecorded]) -> dict[str, int]:

@@ -144,3 +144,11 @@ def as_dict(rows: Sequence[SpendRow], models: Sequence[str]) -> list[dict[str, A
         "ltv_to_cac": _ratio(r.ltv_to_cac, 4), "payback_months": _ratio(r.payback_months, 2),
         "roas": {m: _ratio(r.roas(m), 4) for m in models},
     } for r in rows]
+
+
+def spend_answer(cells: Cells, models: Sequence[str], currency: str,
+                 min_customers: int) -> dict[str, Any]:
+    """The API's answer from all-time aggregate cells."""
+    rows = spend_rows(totals_from_cells(cells, models), min_customers)
+    return {"reporting_currency": currency, "min_customers": min_customers,
+            "channels": as_dict(rows, models)}

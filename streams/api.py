@@ -21,6 +21,7 @@ from processors.aggregates import (
 )
 from processors.report import MIN_CUSTOMERS
 from processors.retention import as_dict, retention_of
+from processors.spend_return import spend_answer
 from processors.views import BEST_CUSTOMERS, PREFIX, person_credits_key, person_key
 from streams.context import Pipeline
 
@@ -177,3 +178,18 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
                              "acquisition_channel": record.get("acquisition_channel"),
                              "mrr_minor": record.get("mrr_minor")})
             return self.json({"customers": rows})
+
+    # ------------------------------------------------------------------ spend and return
+
+    @app.page("/reports/spend")
+    class SpendAndReturn(View):
+        """CAC, ROAS per model, LTV:CAC and payback by channel, all-time, from the aggregate
+        cells (processors/spend_return.py: the report's own function)."""
+
+        async def get(self, request: Request) -> Response:
+            if (denied := guard(self, request)) is not None:
+                return denied
+            cells = await summed_cells(self, "all")
+            if isinstance(cells, Response):
+                return cells
+            return self.json(spend_answer(cells, models, currency, MIN_CUSTOMERS))
