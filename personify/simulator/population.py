@@ -80,6 +80,9 @@ class SimulationConfig:
     """Where spilled runs go (a temporary directory inside it); the system default if None."""
     topics: Topics = field(default_factory=Topics)
     """Topic names written on each event."""
+    spend: bool = False
+    """Also emit the daily marketing spend of the paid channels (personify/simulator/spend.py);
+    off by default, so a seed's log without it stays the same."""
 
     def __post_init__(self) -> None:
         if self.people < 1 or self.days < 1 or self.lookback_days < 1:
