@@ -67,6 +67,7 @@ from processors.touchpoints import detect_touch
 from processors.validation import Rejection, decode
 from processors.views import aggregate_writes, credit_writes, profile_writes
 from schemas.events import PageView, Signup
+from streams.aggregate_store import fold_then_store
 from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
 from streams.dead_letters import send_dead_letter, wall_ms
@@ -299,15 +300,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                                                    value=orjson.dumps(record)))
             pipeline.views.queue(profile_writes(record))
         await delivered(sent)
-        # The aggregates before the persons: a person state that survives a crash makes
-        # its re-read input a duplicate that measures nothing, so what it measured must
-        # already be folded.
-        taken, folded, stepped = TakenPartitions(stream, events), TableWrites(), TableWrites()
-        for partition, records in folds.items():
-            pipeline.aggregates.fold(partition, records, folded)
-        await folded.apply(taken)
-        persons.put_all(changed, stepped)
-        await stepped.apply(taken)
+        await fold_then_store(pipeline.aggregates, folds, persons, changed,
+                              TakenPartitions(stream, events))
 
     @app.on_partitions_revoked.connect
     async def forget_partition_state(app: faust.App, revoked, **kwargs) -> None:

@@ -67,15 +67,19 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
             return error(view, 503, "views_unavailable", "Redis is not reachable; retry")
         return sum_cells(orjson.loads(r)[window] for r in reports if r)
 
+    async def guarded_cells(view: View, request: Request, window: str) -> Cells | Response:
+        """The summed cells of `window`, or the answer to give instead (401, 503)."""
+        if (denied := guard(view, request)) is not None:
+            return denied
+        return await summed_cells(view, window)
+
     @app.page("/reports/mrr-bridge")
     class MrrBridge(View):
         """MRR by calendar month, opening to closing, of every acquisition channel and segment
         or of the `channel` and `segment` asked for."""
 
         async def get(self, request: Request) -> Response:
-            if (denied := guard(self, request)) is not None:
-                return denied
-            cells = await summed_cells(self, "all")
+            cells = await guarded_cells(self, request, "all")
             if isinstance(cells, Response):
                 return cells
             channel, segment = request.query.get("channel"), request.query.get("segment")
@@ -187,9 +191,7 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
         cells (processors/spend_return.py: the report's own function)."""
 
         async def get(self, request: Request) -> Response:
-            if (denied := guard(self, request)) is not None:
-                return denied
-            cells = await summed_cells(self, "all")
+            cells = await guarded_cells(self, request, "all")
             if isinstance(cells, Response):
                 return cells
             return self.json(spend_answer(cells, models, currency, MIN_CUSTOMERS))

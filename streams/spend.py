@@ -26,10 +26,11 @@ import faust
 from processors.spend import SpendDuplicate, SpendRecorded, SpendState, step_spend
 from processors.validation import Rejection, decode
 from streams.agents import delivered
+from streams.aggregate_store import fold_then_store
 from streams.context import Pipeline
 from streams.dead_letters import send_dead_letter, wall_ms
 from streams.operations import Takes
-from streams.state_cache import CachedStates, TableWrites, TakenPartitions
+from streams.state_cache import CachedStates, TakenPartitions
 
 SPEND_PER_TAKE = 1000
 TAKE_WITHIN_S = 0.05
@@ -88,12 +89,8 @@ def register_spend(app: faust.App, pipeline: Pipeline) -> None:
             folds[msg.partition].append(
                 (msg.offset, [o for o in outputs if isinstance(o, SpendRecorded)]))
         await delivered(sent)
-        taken, folded, stepped = TakenPartitions(stream, events), TableWrites(), TableWrites()
-        for partition, records in folds.items():
-            pipeline.spend_aggregates.fold(partition, records, folded)
-        await folded.apply(taken)
-        campaigns.put_all(changed, stepped)
-        await stepped.apply(taken)
+        await fold_then_store(pipeline.spend_aggregates, folds, campaigns, changed,
+                              TakenPartitions(stream, events))
 
     @app.on_partitions_revoked.connect
     async def forget_spend_state(app: faust.App, revoked, **kwargs) -> None:

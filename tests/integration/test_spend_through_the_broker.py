@@ -100,3 +100,25 @@ def test_spend_and_return_are_the_same_on_every_surface_and_equal_the_batch(
                          topic=settings.topics.spend) == len(spend_lines[::7])
     assert worker.metric("personify_events_processed_total",
                          topic=settings.topics.spend) == len(spend_lines)
+
+
+def test_a_worker_killed_while_counting_spend_counts_every_line_once_after_restart(
+        settings, start_worker, tmp_path):
+    settings = replace(settings, store="rocksdb://")
+    spend_lines = [line for line in _simulate(tmp_path) if _is_spend(line)]
+    batch = _batch_spend(spend_lines, time.time_ns() // 1_000_000)
+    worker = start_worker(settings)
+    send(settings, spend_lines).join()
+    time.sleep(0.3)
+    worker.kill()  # SIGKILL, whatever it was doing
+    send(settings, spend_lines[::3]).join()  # copies, read by the restarted worker
+    worker = start_worker(settings, name="restarted")
+    deadline, counted = time.monotonic() + 90, {}
+    while time.monotonic() < deadline and counted != batch:
+        counted = {channel: worker.metric("personify_spend_minor_units_total", channel=channel)
+                   for channel in batch}
+        time.sleep(0.5)
+    assert counted == batch
+    time.sleep(6)  # anything replayed late would show now
+    assert {channel: worker.metric("personify_spend_minor_units_total", channel=channel)
+            for channel in batch} == batch
