@@ -117,7 +117,7 @@ def read_item(
         return _segment_message(item, original, allowed, now_ms, rules)
     return Refused(Reason.MISSING_FIELD,
                    "an event needs 'schema' (a Personify event: page_view/1, signup/1, "
-                   "billing/1) or 'type' (a Segment message: page, identify, track)",
+                   "billing/1, spend/1) or 'type' (a Segment message: page, identify, track)",
                    original, _id(item, "event_id"))
 
 
