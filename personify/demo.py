@@ -280,7 +280,8 @@ def read_spend(settings: Settings, config: PipelineConfig) -> dict[str, int]:
     book = SpendBook(config.spend)
     now_ms = time.time_ns() // 1_000_000
     with TopicReader(settings, settings.topics.spend) as reader:
-        reader.read_to_end(partial(book.add, now_ms=now_ms, validation=config.validation))
+        reader.read_to_end(partial(book.add, now_ms=now_ms, validation=config.validation),
+                           parse=bytes)
     return book.by_channel()
 
 

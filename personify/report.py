@@ -73,9 +73,10 @@ class TopicReader:
         self._positions = dict.fromkeys(self._partitions, 0)
         self.messages = 0
 
-    def read_available(self, fold: Callable[[dict[str, Any]], object],
-                       budget_s: float = 0.5) -> int:
-        """Fold messages until none arrives for a moment or `budget_s` is spent."""
+    def read_available(self, fold: Callable[[Any], object], budget_s: float = 0.5,
+                       parse: Callable[[bytes], Any] = orjson.loads) -> int:
+        """Fold messages (parsed JSON, or as `parse` reads their bytes) until none arrives for
+        a moment or `budget_s` is spent."""
         deadline = time.monotonic() + budget_s
         read = 0
         while time.monotonic() < deadline:
@@ -87,13 +88,13 @@ class TopicReader:
                     continue
                 self._positions[message.partition()] = message.offset() + 1
                 if message.value() is not None:  # a tombstone deletes; there is nothing to fold
-                    fold(orjson.loads(message.value()))
+                    fold(parse(message.value()))
                     read += 1
         self.messages += read
         return read
 
-    def read_to_end(self, fold: Callable[[dict[str, Any]], object],
-                    timeout_s: float = 60.0) -> None:
+    def read_to_end(self, fold: Callable[[Any], object], timeout_s: float = 60.0,
+                    parse: Callable[[bytes], Any] = orjson.loads) -> None:
         """Fold everything up to the end offsets as they are now."""
         ends = {}
         for partition in self._partitions:
@@ -105,7 +106,7 @@ class TopicReader:
         while any(self._positions[p] < end for p, end in ends.items()):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self._topic} not read to its end within {timeout_s:.0f} s")
-            self.read_available(fold)
+            self.read_available(fold, parse=parse)
 
     def close(self) -> None:
         self._consumer.close()

@@ -23,8 +23,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from processors.channels import ChannelConfig, classify
 from processors.money import CurrencyTable, to_reporting
 from processors.validation import ValidationConfig, decode
@@ -124,10 +122,10 @@ class SpendBook:
         self.counted.append(recorded(spend, self.config))
         return True
 
-    def add(self, payload: Mapping[str, Any], *, now_ms: int,
-            validation: ValidationConfig) -> bool:
-        """Count a line as read from the topic; False when it is refused or a duplicate."""
-        spend = decode(orjson.dumps(payload), "spend", now_ms=now_ms, config=validation)
+    def add(self, raw: bytes, *, now_ms: int, validation: ValidationConfig) -> bool:
+        """Count a message's bytes as the worker would; False when it is refused (the worker
+        dead-letters it) or a duplicate."""
+        spend = decode(raw, "spend", now_ms=now_ms, config=validation)
         return isinstance(spend, Spend) and self.add_event(spend)
 
     def by_channel(self) -> dict[str, int]:

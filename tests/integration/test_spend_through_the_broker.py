@@ -71,7 +71,10 @@ def test_spend_and_return_are_the_same_on_every_surface_and_equal_the_batch(
     batch = _batch_spend(lines, expected.now_ms)
     assert len(batch) == 4 and all(amount > 0 for amount in batch.values())
     worker = start_worker(settings)
-    send(settings, lines + spend_lines[::7]).join()  # every 7th spend line sent twice
+    off_midnight = {**spend_lines[0]["value"], "event_id": "late", "ts": 1_735_700_000_000}
+    bad = [{"topic": settings.topics.spend, "key": "x", "raw": "{not json"},
+           {"topic": settings.topics.spend, "key": "x", "raw": orjson.dumps(off_midnight).decode()}]
+    send(settings, lines + spend_lines[::7] + bad).join()  # every 7th spend line sent twice
 
     assert read_profiles_until(settings, expected.profiles, timeout_s=240) == expected.profiles
     customers = Counter(p["acquisition_channel"] for p in expected.profiles.values()
@@ -100,6 +103,7 @@ def test_spend_and_return_are_the_same_on_every_surface_and_equal_the_batch(
                          topic=settings.topics.spend) == len(spend_lines[::7])
     assert worker.metric("personify_events_processed_total",
                          topic=settings.topics.spend) == len(spend_lines)
+    assert worker.metric("personify_dead_letters_total", topic=settings.topics.spend) == 2
 
 
 def test_a_worker_killed_while_counting_spend_counts_every_line_once_after_restart(
