@@ -3,11 +3,13 @@
 Brings up the local stack and the worker, simulates a population (fixed seed, so every run
 tells the same story), sends it as fast as the pipeline takes it, waits until the worker has
 processed every event and published every credit, then prints who the best customers are and
-where they came from, checked against the simulator's ground truth, and writes the same answer
-as a self-contained HTML page. Each phase is timed.
+where they came from, checked against the simulator's ground truth, which paid channel has the
+best LTV:CAC, and writes the same answer as a self-contained HTML page. Each phase is timed.
 
 The answer is read from the output topics and limited to the simulated people, so earlier data
-on the same topics (another run, another seed) does not change it. Servers that already answer
+on the same topics (another run, another seed) does not change it; the spend topic is read
+whole, each line counted once by its campaign and event id (the simulator's ids name the
+campaign and day, so a second run of the same days adds nothing). Servers that already answer
 on the configured ports are reused, whoever started them.
 """
 
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,7 +34,9 @@ from personify.send import SendSummary, cli_client, send_file
 from personify.settings import PROJECT_ROOT, Settings
 from personify.stack import services
 from personify.stack.topics import ensure_topics
+from processors.config import PipelineConfig
 from processors.report import MIN_CUSTOMERS, CreditBook, ProfileBook, build_report
+from processors.spend import SpendBook
 from streams.config_files import load_pipeline_config
 
 DEFAULT_PEOPLE = 20_000
@@ -99,7 +104,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     credits, profiles = CreditBook(population), ProfileBook(population)
     with TopicReader(settings, settings.topics.credits) as credit_reader:
         before = WorkerCounts.scrape(settings)
-        with phases.phase("send", f"send {events.name} to {', '.join(settings.topics.inputs())}"):
+        with phases.phase("send", f"send {events.name} to "
+                                  f"{', '.join(settings.topics.all_inputs())}"):
             with cli_client(settings) as client:
                 sent = send_file(client, events, progress=not args.no_progress)
             print(sent.describe())
@@ -148,7 +154,7 @@ def simulate(args: argparse.Namespace, settings: Settings) -> tuple[Path, Path]:
     parser = argparse.ArgumentParser()
     simulator.add_arguments(parser)
     options = ["--people", str(args.people), "--days", str(args.days), "--seed", str(args.seed),
-               "--out", str(events), "--truth", str(truth)]
+               "--out", str(events), "--truth", str(truth), "--spend"]
     code = simulator.run(parser.parse_args(options + ["--no-progress"] * args.no_progress),
                          settings)
     if code != 0:
@@ -269,15 +275,27 @@ def read_outputs(settings: Settings, credit_reader: TopicReader, credits: Credit
           f"{credits.ignored + profiles.ignored:,} records of other people skipped")
 
 
+def read_spend(settings: Settings, config: PipelineConfig) -> dict[str, int]:
+    """Channel → spend, from the spend topic, validated and counted once as the worker does."""
+    book = SpendBook(config.spend)
+    now_ms = time.time_ns() // 1_000_000
+    with TopicReader(settings, settings.topics.spend) as reader:
+        reader.read_to_end(partial(book.add, now_ms=now_ms, validation=config.validation),
+                           parse=bytes)
+    return book.by_channel()
+
+
 def answer(settings: Settings, profiles: ProfileBook, credits: CreditBook, truth: Truth,
            movements: dict[str, int], *, title: str, html_path: Path,
            min_customers: int = MIN_CUSTOMERS) -> None:
     """Print the report and write it as HTML, in the pipeline's reporting currency."""
-    config = load_pipeline_config(settings).attribution
+    pipeline_config = load_pipeline_config(settings)
+    config = pipeline_config.attribution
     report = build_report(
         profiles, credits, models=config.models, currency=config.reporting_currency,
         exponent=config.currency_table[config.reporting_currency].exponent,
-        truth=truth.people, mrr_movements=movements, min_customers=min_customers)
+        truth=truth.people, mrr_movements=movements, min_customers=min_customers,
+        spend_minor=read_spend(settings, pipeline_config))
     print(render_text(report, title=title))
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(render_html(report, title=title, footer=(
@@ -292,7 +310,7 @@ def where_to_look(settings: Settings, report: Path) -> str:
             f"  health      {web}/health  and  {web}/ready\n"
             f"  Prometheus  http://127.0.0.1:{settings.prometheus_port}\n"
             f"  Kafka       {settings.kafka_bootstrap}\n"
-            f"              inputs  {', '.join(settings.topics.inputs())}\n"
+            f"              inputs  {', '.join(settings.topics.all_inputs())}\n"
             f"              outputs {settings.topics.credits}, {settings.topics.profiles}, "
             f"{settings.topics.dead_letters}\n"
             f"  Redis       {settings.redis_url}\n"

@@ -35,6 +35,7 @@ from processors.report import (
     mean_minor,
 )
 from processors.retention import GroupRetention, Retained, tenths_of_percent
+from processors.spend_return import SpendRow, best_channel
 
 DAY_MS = 86_400_000
 WIDTH = 100
@@ -73,9 +74,10 @@ class TopicReader:
         self._positions = dict.fromkeys(self._partitions, 0)
         self.messages = 0
 
-    def read_available(self, fold: Callable[[dict[str, Any]], object],
-                       budget_s: float = 0.5) -> int:
-        """Fold messages until none arrives for a moment or `budget_s` is spent."""
+    def read_available(self, fold: Callable[[Any], object], budget_s: float = 0.5,
+                       parse: Callable[[bytes], Any] = orjson.loads) -> int:
+        """Fold messages (parsed JSON, or as `parse` reads their bytes) until none arrives for
+        a moment or `budget_s` is spent."""
         deadline = time.monotonic() + budget_s
         read = 0
         while time.monotonic() < deadline:
@@ -87,13 +89,13 @@ class TopicReader:
                     continue
                 self._positions[message.partition()] = message.offset() + 1
                 if message.value() is not None:  # a tombstone deletes; there is nothing to fold
-                    fold(orjson.loads(message.value()))
+                    fold(parse(message.value()))
                     read += 1
         self.messages += read
         return read
 
-    def read_to_end(self, fold: Callable[[dict[str, Any]], object],
-                    timeout_s: float = 60.0) -> None:
+    def read_to_end(self, fold: Callable[[Any], object], timeout_s: float = 60.0,
+                    parse: Callable[[bytes], Any] = orjson.loads) -> None:
         """Fold everything up to the end offsets as they are now."""
         ends = {}
         for partition in self._partitions:
@@ -105,7 +107,7 @@ class TopicReader:
         while any(self._positions[p] < end for p, end in ends.items()):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self._topic} not read to its end within {timeout_s:.0f} s")
-            self.read_available(fold)
+            self.read_available(fold, parse=parse)
 
     def close(self) -> None:
         self._consumer.close()
@@ -186,6 +188,7 @@ def render_text(report: Report, *, title: str) -> str:
         "", *_best_customers(report),
         "", *_channels(report),
         "", *_attribution(report),
+        *_spend(report),
         "", *_matrix(report),
         "", *_mrr(report),
         "", *_retention(report),
@@ -599,7 +602,7 @@ def render_html(report: Report, *, title: str, footer: str = "") -> str:
         f"<p class='lead'>{_e(title)}</p><div class='kpis'>",
         *(f"<div class='kpi'>{_e(label)}<b>{_e(value)}</b></div>" for label, value in kpis),
         "</div>", *_html_best_customers(report), *_html_channels(report),
-        *_html_mrr(report), *_html_retention(report), *_html_icp(report),
+        *_html_spend(report), *_html_mrr(report), *_html_retention(report), *_html_icp(report),
         *_html_truth(report),
         f"<footer><small>{_e(footer)}</small></footer></body></html>"]
     return "\n".join(parts)
@@ -947,3 +950,63 @@ def _legend(x: int, y: int, labels: Sequence[str]) -> str:
 def _svg(width: int, height: int, parts: Sequence[str]) -> str:
     return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
             f"viewBox='0 0 {width} {height}' role='img'>{''.join(parts)}</svg>")
+
+
+# ----------------------------------------------------------------------- spend and return
+
+
+def _ratio_text(value: Fraction | None, digits: int = 1, suffix: str = "") -> str:
+    return "–" if value is None else f"{float(value):,.{digits}f}{suffix}"
+
+
+def _spend_cells(row: SpendRow, report: Report) -> list[str]:
+    x, first = report.exponent, report.models[0] if report.models else None
+    cac = "–" if row.cac is None else money(mean_minor(row.cac.numerator,
+                                                       row.cac.denominator), x)
+    ltv = "–" if row.ltv is None else money(mean_minor(row.ltv.numerator,
+                                                       row.ltv.denominator), x)
+    return [_marked(row.channel, row.low_confidence), f"{row.totals.customers:,}",
+            money(row.totals.spend_minor, x), cac, ltv, _ratio_text(row.ltv_to_cac, 2),
+            _ratio_text(row.payback_months), _ratio_text(row.roas(first), 2) if first else "–"]
+
+
+def _spend_headers(report: Report) -> list[str]:
+    first = report.models[0] if report.models else "–"
+    return ["channel", "n", f"spend {report.currency}", "CAC", "LTV", "LTV:CAC",
+            "payback mo", f"ROAS {SHORT_MODEL_LABELS.get(first, first)}"]
+
+
+def _spend_answer(report: Report) -> str:
+    best = best_channel(report.spend)
+    if best is None:
+        return "No channel with spend has enough customers to rank."
+    return (f"Best LTV:CAC: {best.channel}, {_ratio_text(best.ltv_to_cac, 2)} "
+            f"({best.totals.customers:,} customers).")
+
+
+def _spend(report: Report) -> list[str]:
+    """Channels with spend by LTV:CAC; ROAS of every model in the HTML."""
+    if not report.spend:
+        return []
+    return ["", "SPEND AND RETURN",
+            f"  {_spend_answer(report)} CAC = spend / new customers; LTV:CAC = LTV / CAC; "
+            "payback = CAC / MRR per customer, in months.", "",
+            *text_table(["#", *_spend_headers(report)],
+                        [[str(place), *_spend_cells(row, report)]
+                         for place, row in enumerate(report.spend, start=1)], left=2),
+            *_small_numbers_note(report, report.spend)]
+
+
+def _html_spend(report: Report) -> list[str]:
+    if not report.spend:
+        return []
+    roas = [MODEL_LABELS.get(m, m) for m in report.models]
+    return ["<h3>Spend and return</h3>",
+            f"<p>{_e(_spend_answer(report))} CAC = spend / new customers of the channel; "
+            "LTV:CAC = LTV / CAC; payback = CAC / MRR per new customer (months); ROAS = "
+            "attributed revenue / spend, per model.</p>",
+            _html_table(["#", *_spend_headers(report)[:-1], *(f"ROAS {m}" for m in roas)],
+                        [[place, *_spend_cells(row, report)[:-1],
+                          *(_ratio_text(row.roas(m), 2) for m in report.models)]
+                         for place, row in enumerate(report.spend, start=1)]),
+            *_html_small_numbers(report, report.spend)]

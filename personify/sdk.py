@@ -1,4 +1,5 @@
-"""The instrumentation client: product code reports page views, signups and billing through it.
+"""The instrumentation client: product code reports page views, signups and billing through it,
+and a server-side job the marketing spend.
 
 Each call builds the wire-contract payload (DESIGN.md §2), validates it with the pipeline's own
 edge rules before it leaves the process (a bad event is the caller's bug, raised at the call
@@ -40,10 +41,11 @@ from processors.validation import Rejection, ValidationConfig, decode
 from schemas.contract import INPUT_SCHEMAS
 from schemas.contract import TopicKind as ContractKind
 
-TopicKind = Literal["page_views", "signups", "billing"]
+TopicKind = Literal["page_views", "signups", "billing", "spend"]
 """An input topic by its `Topics` field name; the configured name may differ."""
 
-TOPIC_KINDS: tuple[TopicKind, ...] = ("page_views", "signups", "billing")
+TOPIC_KINDS: tuple[TopicKind, ...] = ("page_views", "signups", "billing", "spend")
+DAY_MS = 86_400_000
 
 PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "enable.idempotence": True,
@@ -201,6 +203,17 @@ def subscription_change_payload(
     }
 
 
+def spend_payload(
+    *, event_id: str, ts: int | str, source: str, medium: str, campaign: str,
+    amount_minor: int, currency: str,
+) -> dict[str, Any]:
+    """What a campaign (its utm `source`, `medium`, `campaign`) cost on the UTC day starting at
+    `ts`."""
+    return {"schema": "spend/1", "event_id": event_id, "ts": ts, "source": source,
+            "medium": medium, "campaign": campaign, "amount_minor": amount_minor,
+            "currency": currency}
+
+
 def kind_of_payload(payload: Mapping[str, Any]) -> TopicKind:
     """The input topic a payload belongs on, from its `schema` field."""
     schema = payload.get("schema")
@@ -214,6 +227,7 @@ _CONTRACT_KINDS: Mapping[TopicKind, ContractKind] = {
     "page_views": "page_view",
     "signups": "signup",
     "billing": "billing",
+    "spend": "spend",
 }
 """Topic field name → the contract's name for what the topic carries."""
 
@@ -223,7 +237,10 @@ _KIND_BY_SCHEMA: Mapping[str, TopicKind] = {
 
 
 def key_of(kind: TopicKind, payload: Mapping[str, Any]) -> str:
-    """The partition key the pipeline expects: `anonymous_id` for web events, else `user_id`."""
+    """The partition key the pipeline expects: `anonymous_id` for web events, `user_id` for
+    billing, `source/medium/campaign` for spend."""
+    if kind == "spend":
+        return f"{payload['source']}/{payload['medium']}/{payload['campaign']}"
     return payload["user_id"] if kind == "billing" else payload["anonymous_id"]
 
 
@@ -423,6 +440,25 @@ class Personify:
         if event.get("ts") is None:
             event["ts"] = self._clock_ms()
         return self._send_built(event)
+
+    def spend(
+        self,
+        source: str,
+        medium: str,
+        campaign: str,
+        amount_minor: int,
+        currency: str,
+        *,
+        day_ms: int | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """What a campaign cost on the UTC day starting at `day_ms` (default: today). Give
+        `event_id` one value per campaign and day (say `google/cpc/brand@2025-03-05`) so that
+        sending a day again counts it once."""
+        day = self._clock_ms() // DAY_MS * DAY_MS if day_ms is None else day_ms
+        return self._send_built(spend_payload(
+            event_id=event_id or self._new_event_id(), ts=day, source=source, medium=medium,
+            campaign=campaign, amount_minor=amount_minor, currency=currency))
 
     # -- lower level, for tools
 

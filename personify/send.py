@@ -46,7 +46,7 @@ def resolve_topic(name: str, topics: Topics) -> str:
     for kind in TOPIC_KINDS:
         if name in (getattr(topics, kind), getattr(defaults, kind)):
             return getattr(topics, kind)
-    raise InvalidEvent(f"unknown input topic {name!r} (expected one of {topics.inputs()})")
+    raise InvalidEvent(f"unknown input topic {name!r} (expected one of {topics.all_inputs()})")
 
 
 def produce_line(client: Personify, line: Mapping[str, Any]) -> None:

@@ -21,6 +21,8 @@ class Topics:
     page_views: str = "page-views-v1"
     signups: str = "signups-v1"
     billing: str = "billing-v1"
+    spend: str = "marketing-spend-v1"
+    """`spend/1`: what each campaign cost per UTC day (read by its own stage, streams/spend.py)."""
     credits: str = "attribution-credits-v2"
     """`credit/2` records, corrections included (`-v1` carried `credit/1`, without them)."""
     profiles: str = "profiles-v1"
@@ -29,7 +31,12 @@ class Topics:
     person_events: str = "personify-person-events-v2"
 
     def inputs(self) -> tuple[str, str, str]:
+        """The product's events: the person pipeline's inputs."""
         return (self.page_views, self.signups, self.billing)
+
+    def all_inputs(self) -> tuple[str, ...]:
+        """Every input topic: the product's events and the marketing spend."""
+        return (*self.inputs(), self.spend)
 
 
 @dataclass(frozen=True, slots=True)

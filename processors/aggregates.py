@@ -46,6 +46,7 @@ from processors.mrr_bridge import BridgeMonth, bridge, month_of
 from processors.person import Converted, MrrMovement, PersonOutput
 from processors.revenue import Credit, MovementKind
 from processors.segments import SEGMENTS
+from processors.spend import SpendRecorded
 
 STATE_VERSION = 1
 HOUR_MS = 3_600_000
@@ -101,6 +102,10 @@ MOVEMENT_MINOR = "movement_minor"
 BRIDGE = "bridge"
 """All-time only, qualified by `kind@YYYY-MM`: sum of signed deltas of that kind in that
 calendar month (UTC), the MRR bridge's input (processors/mrr_bridge.py)."""
+SPEND = "spend"
+"""Marketing spend by the channel its utm values classify to (processors/spend.py), under
+`NO_SEGMENT`: spend is bought per campaign, not per segment."""
+NO_SEGMENT = ""
 _QUALIFIED = frozenset({ATTRIBUTED, CONVERSION_BUCKET, MOVEMENTS, MOVEMENT_MINOR, BRIDGE})
 _SEPARATOR = "|"
 _BRIDGE_PREFIX = BRIDGE + _SEPARATOR
@@ -185,15 +190,19 @@ def initialize() -> Aggregate:
 # ------------------------------------------------------------------------------------ fold
 
 
-def fold(state: Aggregate | None, output: PersonOutput, config: AggregateConfig) -> Aggregate:
+Measured = PersonOutput | SpendRecorded
+
+
+def fold(state: Aggregate | None, output: Measured, config: AggregateConfig) -> Aggregate:
     """`fold_many` of one output."""
     return fold_many(state, (output,), config)
 
 
 def fold_many(
-    state: Aggregate | None, outputs: Iterable[PersonOutput], config: AggregateConfig
+    state: Aggregate | None, outputs: Iterable[Measured], config: AggregateConfig
 ) -> Aggregate:
-    """Add the measures of `Credit`, `Converted` and `MrrMovement` outputs; others carry none.
+    """Add the measures of `Credit`, `Converted`, `MrrMovement` and `SpendRecorded` outputs;
+    others carry none.
 
     Returns `state` itself when nothing was measured, so the caller can skip the table write.
     An event older than the retained hours counts only all-time.
@@ -223,7 +232,7 @@ def fold_many(
     return Aggregate(clock, all_time, buckets)
 
 
-def _measures(output: PersonOutput, config: AggregateConfig
+def _measures(output: Measured, config: AggregateConfig
               ) -> tuple[int, Increments, Increments] | None:
     """The output's event time, what it adds to which cells, and what it adds to all-time
     cells only; None when it measures nothing."""
@@ -233,6 +242,9 @@ def _measures(output: PersonOutput, config: AggregateConfig
         return output.ts, _conversion_increments(output), []
     if isinstance(output, MrrMovement):
         return output.ts, *_movement_increments(output)
+    if isinstance(output, SpendRecorded):
+        return output.ts, [(CellKey(SPEND, NO_SEGMENT, output.channel).encode(),
+                            output.amount_minor)], []
     return None
 
 
@@ -491,6 +503,11 @@ def mrr_bridge(cells: Cells, *, channel: str | None = None,
                 kind, month = (cell.qualifier or "").split("@")
                 movements.append((month, kind, value))
     return bridge(movements)
+
+
+def spend_by_channel(cells: Cells) -> dict[str, int]:
+    """Channel → spend, in report order."""
+    return {channel: row[SPEND, None] for (channel, _), row in _rows(cells, {(SPEND, None)})}
 
 
 def time_to_conversion(cells: Cells) -> tuple[ConversionTimeRow, ...]:

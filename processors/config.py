@@ -15,6 +15,7 @@ from processors.channels import ChannelConfig, default_channel_config, parse_rul
 from processors.identity import IdentityConfig
 from processors.money import default_currency_table
 from processors.segments import SegmentConfig
+from processors.spend import SpendConfig
 from processors.validation import ValidationConfig
 
 CONFIG_VERSION = 1
@@ -35,6 +36,12 @@ class PipelineConfig:
     restatement_horizon_ms: int = 72 * 3_600_000
     """How long (processing time, from a person's first credit) late facts still correct their
     conversion's credits; later the credits are final and late facts are only counted."""
+
+    @property
+    def spend(self) -> SpendConfig:
+        """Spend takes the channel rules of touches and the currency rules of credits."""
+        return SpendConfig(self.channels, self.attribution.currency_table,
+                           self.attribution.reporting_currency)
 
 
 SECTIONS = {

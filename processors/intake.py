@@ -22,6 +22,7 @@ import orjson
 from processors.segment import DEFAULT_TRACK_EVENTS, TrackMapping, to_contract
 from processors.validation import Reason, Rejection, ValidationConfig, decode
 from schemas.contract import INPUT_SCHEMAS, TopicKind
+from schemas.events import BillingEvent, InputEvent, Spend
 
 KIND_BY_SCHEMA: Final[Mapping[str, TopicKind]] = {
     schema: kind for kind, schema in INPUT_SCHEMAS.items()}
@@ -42,7 +43,8 @@ class IntakeRules:
 class Accepted:
     kind: TopicKind
     key: str
-    """The partition key the worker expects: `user_id` for billing, else `anonymous_id`."""
+    """The partition key the worker expects: `user_id` for billing, `source/medium/campaign`
+    for spend, else `anonymous_id`."""
     value: bytes
     """The contract event's bytes, as validated."""
     event_id: str
@@ -115,7 +117,7 @@ def read_item(
         return _segment_message(item, original, allowed, now_ms, rules)
     return Refused(Reason.MISSING_FIELD,
                    "an event needs 'schema' (a Personify event: page_view/1, signup/1, "
-                   "billing/1) or 'type' (a Segment message: page, identify, track)",
+                   "billing/1, spend/1) or 'type' (a Segment message: page, identify, track)",
                    original, _id(item, "event_id"))
 
 
@@ -158,8 +160,14 @@ def _validated(
     event = decode(value, kind, now_ms=now_ms, config=rules.validation)
     if isinstance(event, Rejection):
         return Refused(event.reason, f"{context}{event.message}", original, event_id)
-    key = event.user_id if kind == "billing" else event.anonymous_id  # type: ignore[union-attr]
-    return Accepted(kind, key, value, event.event_id)
+    return Accepted(kind, _key(event), value, event.event_id)
+
+
+def _key(event: InputEvent) -> str:
+    """The topic's key: the campaign for spend, the user for billing, else the device."""
+    if isinstance(event, Spend):
+        return event.key
+    return event.user_id if isinstance(event, BillingEvent) else event.anonymous_id
 
 
 def _id(item: Mapping[str, Any], name: str) -> str | None:

@@ -47,6 +47,7 @@ from processors.ledger import Ledger
 from processors.mrr_bridge import BridgeMonth, bridge, month_of
 from processors.person import profile_is_empty
 from processors.retention import Retention, retention_of
+from processors.spend_return import ChannelTotals, SpendRow, spend_rows
 
 TOP_PERCENT = 20
 MIN_CUSTOMERS = 10
@@ -281,6 +282,9 @@ class Report:
     icp: IdealCustomerProfile
     """The traits the top customers share more than customers do, and who brings them."""
     truth: TruthComparison | None
+    spend: tuple[SpendRow, ...] = ()
+    """Spend and return by channel, by LTV:CAC (processors/spend_return.py); empty without
+    spend."""
 
     @property
     def mrr_minor(self) -> int:
@@ -446,9 +450,11 @@ def build_report(profiles: ProfileBook, credits: CreditBook, *, models: Sequence
                  currency: str, exponent: int, truth: Iterable[TruthPerson] | None = None,
                  mrr_movements: Mapping[str, int] | None = None,
                  top_percent: int = TOP_PERCENT, min_customers: int = MIN_CUSTOMERS,
-                 as_of_ms: int | None = None) -> Report:
+                 as_of_ms: int | None = None,
+                 spend_minor: Mapping[str, int] | None = None) -> Report:
     """Every table of the report from the two books (and the truth, when there is one);
-    retention as of `as_of_ms`, by default as of the profiles' own clock."""
+    retention as of `as_of_ms`, by default as of the profiles' own clock; spend and return
+    from `spend_minor` (channel → spend, `processors.spend.SpendBook`)."""
     customers = customers_of(profiles.latest.values())
     segments = segment_rows(customers, min_customers)
     channels = channel_rows(customers, credits.ledger, models, min_customers)
@@ -468,4 +474,24 @@ def build_report(profiles: ProfileBook, credits: CreditBook, *, models: Sequence
         icp=ideal_customer_profile(profiles.latest.values(), min_customers=min_customers,
                                    top_percent=top_percent),
         truth=None if truth is None else compare_with_truth(
-            customers, truth, credits.revenue_by_person()))
+            customers, truth, credits.revenue_by_person()),
+        spend=spend_and_return(channels, spend_minor or {}, min_customers))
+
+
+# ------------------------------------------------------------------------- spend and return
+
+
+def spend_and_return(channels: Sequence[ChannelRow], spend_minor: Mapping[str, int],
+                     min_customers: int = MIN_CUSTOMERS) -> tuple[SpendRow, ...]:
+    """The spend table from the channel table and each channel's spend: the API computes the
+    same rows from the aggregate cells (`processors.spend_return.totals_from_cells`)."""
+    rows = {row.channel: row for row in channels}
+    return spend_rows({channel: _totals(rows.get(channel), spend)
+                       for channel, spend in spend_minor.items()}, min_customers)
+
+
+def _totals(row: ChannelRow | None, spend: int) -> ChannelTotals:
+    if row is None:
+        return ChannelTotals(spend_minor=spend)
+    return ChannelTotals(spend, row.customers, row.revenue_minor, row.mrr_minor,
+                         dict(row.attributed_minor))

@@ -31,11 +31,12 @@ from processors.junk import is_junk_id
 from schemas.contract import INPUT_SCHEMAS, SchemaError, TopicKind, load_schema, validator
 from schemas.events import (
     Campaign,
-    Event,
+    InputEvent,
     PageView,
     Payment,
     Refund,
     Signup,
+    Spend,
     SubscriptionChange,
     Traits,
 )
@@ -107,7 +108,7 @@ class Rejection:
 
 def decode(
     raw: bytes, topic_kind: TopicKind, *, now_ms: int, config: ValidationConfig
-) -> Event | Rejection:
+) -> InputEvent | Rejection:
     """The event in `raw`, read from a topic carrying `topic_kind`, or why it is refused."""
     if len(raw) > config.max_payload_bytes:
         return Rejection(
@@ -189,6 +190,8 @@ def _integer_fields(
     """(path, value) of each field the topic's schema types as an integer, where present."""
     if "ts" in payload:
         yield ("ts",), payload["ts"]
+    if topic_kind == "spend" and "amount_minor" in payload:
+        yield ("amount_minor",), payload["amount_minor"]
     if topic_kind == "billing":
         kind = payload.get("kind")
         name = "mrr_minor" if kind == "subscription_change" else "amount_minor"
@@ -215,6 +218,8 @@ def _written_with_fraction_or_exponent(raw: bytes, path: tuple[str, ...], value:
     return not isinstance(node, int)
 
 
+_WITH_CURRENCY: Final = ("billing", "spend")
+_WITH_USER: Final = ("signup", "billing")
 _NO_CURRENCY: Final = "XXX"
 """ISO 4217's code for "no currency": stands in for an empty `currency` in the schema check, so
 that the currency check refuses it as `unknown_currency` (DESIGN.md §10) in the documented
@@ -227,9 +232,9 @@ def _validated(
     schema_name: str,
     now_ms: int,
     config: ValidationConfig,
-) -> Event | Rejection:
+) -> InputEvent | Rejection:
     shape = payload
-    if topic_kind == "billing" and payload.get("currency") == "":
+    if topic_kind in _WITH_CURRENCY and payload.get("currency") == "":
         shape = payload | {"currency": _NO_CURRENCY}
     try:
         validator(schema_name)(shape)
@@ -238,7 +243,7 @@ def _validated(
     ts_ms = epoch_ms(payload["ts"])
     return (
         _time_range_rejection(ts_ms, now_ms, config)
-        or _semantic_rejection(payload, topic_kind, config)
+        or _semantic_rejection(payload, topic_kind, ts_ms, config)
         or _event(payload, topic_kind, ts_ms)
     )
 
@@ -335,10 +340,17 @@ def _time_range_rejection(ts_ms: int, now_ms: int, config: ValidationConfig) -> 
 
 
 def _semantic_rejection(
-    payload: Mapping[str, Any], topic_kind: TopicKind, config: ValidationConfig
+    payload: Mapping[str, Any], topic_kind: TopicKind, ts_ms: int, config: ValidationConfig
 ) -> Rejection | None:
-    """A known currency on billing events; a real user id on signups and billing events."""
-    if topic_kind == "billing":
+    """A spend's day start; a known currency on billing and spend events; a real user id on
+    signups and billing events."""
+    if topic_kind == "spend" and ts_ms % DAY_MS:
+        return Rejection(
+            Reason.INVALID_VALUE,
+            f"spend/1: 'ts' must be the start of a UTC day (00:00:00.000Z), got "
+            f"{_preview(payload['ts'])}: send one line per campaign and UTC day",
+        )
+    if topic_kind in _WITH_CURRENCY:
         currency = payload["currency"]
         if not currency or currency not in config.known_currencies:
             problem = f"'{currency}' is not in the currency table" if currency else "is empty"
@@ -347,7 +359,7 @@ def _semantic_rejection(
                 f"currency {problem}: send an ISO 4217 code the pipeline is configured for, "
                 "or add it to the table",
             )
-    if topic_kind != "page_view" and is_junk_id(payload["user_id"], config.junk_block_list):
+    if topic_kind in _WITH_USER and is_junk_id(payload["user_id"], config.junk_block_list):
         return Rejection(
             Reason.JUNK_USER_ID,
             f"user_id {_preview(payload['user_id'])} is a placeholder, not a user: signups and "
@@ -363,11 +375,11 @@ _BILLING_TYPES: Final = {
 }
 _FIELD_NAMES: Final = {
     cls: tuple(f.name for f in fields(cls))
-    for cls in (PageView, Campaign, Signup, Traits, Payment, Refund, SubscriptionChange)
+    for cls in (PageView, Campaign, Signup, Traits, Payment, Refund, SubscriptionChange, Spend)
 }
 
 
-def _event(payload: Mapping[str, Any], topic_kind: TopicKind, ts_ms: int) -> Event:
+def _event(payload: Mapping[str, Any], topic_kind: TopicKind, ts_ms: int) -> InputEvent:
     if topic_kind == "page_view":
         campaign = payload.get("campaign")
         return _record(
@@ -376,6 +388,8 @@ def _event(payload: Mapping[str, Any], topic_kind: TopicKind, ts_ms: int) -> Eve
             ts=ts_ms,
             campaign=None if campaign is None else _record(Campaign, campaign),
         )
+    if topic_kind == "spend":
+        return _record(Spend, payload, ts=ts_ms)
     if topic_kind == "signup":
         return _record(
             Signup, payload, ts=ts_ms, traits=_record(Traits, payload.get("traits") or {})

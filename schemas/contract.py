@@ -21,14 +21,16 @@ import orjson
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent
 
-TopicKind = Literal["page_view", "signup", "billing"]
+TopicKind = Literal["page_view", "signup", "billing", "spend"]
 
 INPUT_SCHEMAS: Final[dict[TopicKind, str]] = {
     "page_view": "page_view/1",
     "signup": "signup/1",
     "billing": "billing/1",
+    "spend": "spend/1",
 }
-"""The one schema each input topic carries (page-views-v1, signups-v1, billing-v1)."""
+"""The one schema each input topic carries (page-views-v1, signups-v1, billing-v1,
+marketing-spend-v1)."""
 
 OUTPUT_SCHEMAS: Final = ("credit/1", "credit/2", "profile/1", "dead_letter/1")
 """The output schemas; `credit/1` (attribution-credits-v1, before corrections) stays published

@@ -81,5 +81,26 @@ class SubscriptionChange:
     currency: str
 
 
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What one campaign cost on one UTC day (`ts` is the day's start)."""
+
+    event_id: str
+    ts: int
+    source: str
+    medium: str
+    campaign: str
+    amount_minor: int
+    currency: str
+
+    @property
+    def key(self) -> str:
+        """The topic's key: `source/medium/campaign`."""
+        return f"{self.source}/{self.medium}/{self.campaign}"
+
+
 BillingEvent = Payment | Refund | SubscriptionChange
 Event = PageView | Signup | BillingEvent
+"""An event of the product's instrumentation (the person pipeline's input)."""
+InputEvent = Event | Spend
+"""Anything an input topic carries."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Awaitable
 from functools import lru_cache, partial
@@ -41,7 +40,6 @@ import orjson
 from personify.partitioner import partition_for
 from processors import messages
 from processors.aggregates import windows
-from processors.dead_letters import dead_letter_record
 from processors.identity import (
     Accepted,
     Claim,
@@ -70,11 +68,13 @@ from processors.touchpoints import detect_touch
 from processors.views import aggregate_writes, credit_writes, profile_writes
 from schemas.contract import headers_for
 from schemas.events import PageView, Signup
+from streams.aggregate_store import fold_then_store
 from streams.business_metrics import BusinessCollector
 from streams.context import Pipeline
+from streams.dead_letters import send_dead_letter, wall_ms
 from streams.intake import start_intake
 from streams.logs import RepeatLimiter, limit_repeated_logs
-from streams.operations import Takes, broker_reachable
+from streams.operations import Takes, broker_reachable, committed_offset
 from streams.state_cache import CachedStates, TableWrites, TakenPartitions
 from streams.views import revenue_share_of_top
 
@@ -86,10 +86,6 @@ STATES_CACHED = 20_000
 """Decoded device and person states kept in memory, each (streams/state_cache.py)."""
 BROKER_PROBE_EVERY_S = 2.0
 log = logging.getLogger(__name__)
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Outbox:
@@ -137,15 +133,9 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                            to_persons.partition_of)
     persons = CachedStates(tables.persons, PersonState.from_dict, STATES_CACHED,
                            to_persons.partition_of)
-    takes = Takes(metrics.take_seconds, committed=partial(_committed, app))
+    takes = Takes(metrics.take_seconds, committed=partial(committed_offset, app))
 
-    async def dead_letter(key: bytes | None, raw: bytes, topic: str, partition: int, offset: int,
-                          reason: str, message: str) -> Awaitable:
-        metrics.dead_letters.labels(topic, reason).inc()
-        record = dead_letter_record(raw=raw, topic=topic, partition=partition, offset=offset,
-                                    reason=reason, message=message, ts_ms=wall_ms())
-        return await topics.dead_letters.send(key=key, value=orjson.dumps(record),
-                                              headers=headers_for(record["schema"]))
+    dead_letter = partial(send_dead_letter, pipeline)
 
     async def dead_letter_failure(event: faust.EventT, exc: Exception, key: str | None = None,
                                   items: list[dict] | None = None) -> Awaitable:
@@ -277,15 +267,8 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                                                    headers=headers_for(record["schema"])))
             pipeline.views.queue(profile_writes(record))
         await delivered(sent)
-        # The aggregates before the persons: a person state that survives a crash makes
-        # its re-read input a duplicate that measures nothing, so what it measured must
-        # already be folded.
-        taken, folded, stepped = TakenPartitions(stream, events), TableWrites(), TableWrites()
-        for partition, records in folds.items():
-            pipeline.aggregates.fold(partition, records, folded)
-        await folded.apply(taken)
-        persons.put_all(changed, stepped)
-        await stepped.apply(taken)
+        await fold_then_store(pipeline.aggregates, folds, persons, changed,
+                              TakenPartitions(stream, events))
 
     @app.on_partitions_revoked.connect
     async def forget_partition_state(app: faust.App, revoked, **kwargs) -> None:
@@ -362,7 +345,7 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
         for tp in app.consumer.assignment():
             if tp.topic not in lag:
                 continue
-            end, done = app.consumer.highwater(tp), _committed(app, tp)
+            end, done = app.consumer.highwater(tp), committed_offset(app, tp)
             if end is not None:
                 lag[tp.topic] += max(0, end - (done or 0))
         for topic, behind in lag.items():
@@ -373,7 +356,7 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
                 if tp.topic == names.person_events}
 
     metrics.registry.register(BusinessCollector(
-        pipeline.aggregates, pipeline.config.attribution.models,
+        pipeline.owned_aggregates, pipeline.config.attribution.models,
         pipeline.config.attribution.reporting_currency, owned_person_partitions))
 
     @app.timer(interval=5.0)
@@ -381,7 +364,7 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
         """Each owned partition's windows to Redis, ending at one common time so readers can
         add partitions up (processors/aggregates.py `windows`)."""
         states = dict(zip(sorted(owned_person_partitions()),
-                          pipeline.aggregates.keep_only(owned_person_partitions()), strict=True))
+                          pipeline.owned_aggregates(owned_person_partitions()), strict=True))
         clocks = [s.clock_ms for s in states.values() if s.clock_ms is not None]
         for partition, state in states.items():
             if state.clock_ms is not None:
@@ -401,11 +384,6 @@ def register_health(app: faust.App, pipeline: Pipeline) -> None:
         for name in ("devices", "persons"):
             metrics.table_keys.labels(name).set(_keys_in(getattr(tables, name)))
 
-
-def _committed(app: faust.App, tp) -> int | None:
-    """The group's committed offset of `tp` as the consumer learnt it at assignment (None
-    when the group has none: it then starts from the earliest offset)."""
-    return app.consumer._committed_offset.get(tp)  # Faust keeps it; there is no public getter
 
 
 def _keys_in(table: faust.Table) -> int:

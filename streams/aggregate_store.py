@@ -33,7 +33,7 @@ from processors.aggregates import (
     bucket_changes,
     fold_many,
 )
-from streams.state_cache import TableWrites
+from streams.state_cache import CachedStates, TableWrites, TakenPartitions
 
 ALL = "all"
 
@@ -127,3 +127,16 @@ class AggregateStore:
         self._folded[partition] = head["offset"]
         return Aggregate(head["clock"], all_time,
                          {hour: cells for hour, cells in buckets.items() if cells})
+
+
+async def fold_then_store(store: AggregateStore, folds: dict[int, list[tuple[int, list]]],
+                          states: CachedStates, changed: dict, taken: TakenPartitions) -> None:
+    """A take's aggregate records, then its keys' states: a state that survives a crash makes
+    its re-read input a duplicate that measures nothing, so what it measured must already be
+    folded."""
+    folded, stepped = TableWrites(), TableWrites()
+    for partition, records in folds.items():
+        store.fold(partition, records, folded)
+    await folded.apply(taken)
+    states.put_all(changed, stepped)
+    await stepped.apply(taken)

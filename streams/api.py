@@ -22,6 +22,7 @@ from processors.aggregates import (
 from processors.icp import icp_as_dict, ideal_customer_profile
 from processors.report import MIN_CUSTOMERS, TOP_PERCENT
 from processors.retention import as_dict, retention_of
+from processors.spend_return import spend_answer
 from processors.views import BEST_CUSTOMERS, PREFIX, person_credits_key, person_key
 from streams.context import Pipeline
 
@@ -67,15 +68,19 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
             return error(view, 503, "views_unavailable", "Redis is not reachable; retry")
         return sum_cells(orjson.loads(r)[window] for r in reports if r)
 
+    async def guarded_cells(view: View, request: Request, window: str) -> Cells | Response:
+        """The summed cells of `window`, or the answer to give instead (401, 503)."""
+        if (denied := guard(view, request)) is not None:
+            return denied
+        return await summed_cells(view, window)
+
     @app.page("/reports/mrr-bridge")
     class MrrBridge(View):
         """MRR by calendar month, opening to closing, of every acquisition channel and segment
         or of the `channel` and `segment` asked for."""
 
         async def get(self, request: Request) -> Response:
-            if (denied := guard(self, request)) is not None:
-                return denied
-            cells = await summed_cells(self, "all")
+            cells = await guarded_cells(self, request, "all")
             if isinstance(cells, Response):
                 return cells
             channel, segment = request.query.get("channel"), request.query.get("segment")
@@ -196,3 +201,16 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
                              "acquisition_channel": record.get("acquisition_channel"),
                              "mrr_minor": record.get("mrr_minor")})
             return self.json({"customers": rows})
+
+    # ------------------------------------------------------------------ spend and return
+
+    @app.page("/reports/spend")
+    class SpendAndReturn(View):
+        """CAC, ROAS per model, LTV:CAC and payback by channel, all-time, from the aggregate
+        cells (processors/spend_return.py: the report's own function)."""
+
+        async def get(self, request: Request) -> Response:
+            cells = await guarded_cells(self, request, "all")
+            if isinstance(cells, Response):
+                return cells
+            return self.json(spend_answer(cells, models, currency, MIN_CUSTOMERS))

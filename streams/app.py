@@ -47,9 +47,10 @@ def create_app(settings: Settings) -> faust.App:
     app.producer.buffer.max_messages = 20_000
     app.consumer._add_gap = never_a_gap
     pipeline = Pipeline.build(app, settings)
-    from streams import agents, web
+    from streams import agents, spend, web
 
     agents.register(app, pipeline)
+    spend.register_spend(app, pipeline)
     agents.register_health(app, pipeline)
     web.register(app, pipeline)
     return app

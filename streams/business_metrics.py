@@ -6,30 +6,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from processors.aggregates import (
     ALL_TIME,
     CONVERSION_TIME_BOUNDS,
+    Aggregate,
     channel_segment_report,
     ltv_by_channel,
     merge,
     mrr_movements,
+    spend_by_channel,
     time_to_conversion,
     windows,
 )
-from streams.aggregate_store import AggregateStore
 
 
 class BusinessCollector(Collector):
-    def __init__(self, store: AggregateStore, models: tuple[str, ...], currency: str,
+    def __init__(self, aggregates: Callable[[set[int]], list[Aggregate]],
+                 models: tuple[str, ...], currency: str,
                  owned_partitions: Callable[[], set[int]]) -> None:
-        self._store, self._models, self._currency = store, models, currency
+        self._aggregates, self._models, self._currency = aggregates, models, currency
         self._owned = owned_partitions
 
     def collect(self) -> Iterator:
-        cells_by_window = windows(merge(self._store.keep_only(self._owned())))
+        cells_by_window = windows(merge(self._aggregates(self._owned())))
         unit = f"minor units of {self._currency}"
         attributed = GaugeMetricFamily(
             "personify_attributed_revenue_minor_units",
@@ -77,8 +83,19 @@ class BusinessCollector(Collector):
             buckets = [(_le(bound), count) for (_, bound), count in
                        zip(CONVERSION_TIME_BOUNDS, row.cumulative_counts, strict=True)]
             conversion.add_metric([row.channel, row.segment], buckets, row.total_ms / 1000)
-        yield from (mrr, conversion)
+        yield from (mrr, conversion, _spend(cells, unit))
 
 
 def _le(bound_ms: int | None) -> str:
     return "+Inf" if bound_ms is None else repr(bound_ms / 1000)
+
+
+def _spend(cells, unit: str) -> CounterMetricFamily:
+    """All-time spend by channel: it only grows, so a counter; a window's spend is
+    `increase(...[30d])`. CAC, ROAS and LTV:CAC are ratios, not additive across workers:
+    divide in PromQL (README, Metrics)."""
+    spend = CounterMetricFamily("personify_spend_minor_units",
+                                f"Marketing spend by channel ({unit}).", labels=["channel"])
+    for channel, amount in spend_by_channel(cells).items():
+        spend.add_metric([channel], amount)
+    return spend

@@ -8,7 +8,7 @@ from functools import partial
 import faust
 
 from personify.settings import Settings
-from processors.aggregates import AggregateConfig
+from processors.aggregates import Aggregate, AggregateConfig, merge
 from processors.config import PipelineConfig
 from streams.aggregate_store import AggregateStore
 from streams.metrics import Metrics, create_metrics, zero_known_labels
@@ -34,19 +34,31 @@ class Pipeline:
     metrics: Metrics
     views: ServingViews
     aggregates: AggregateStore
+    spend_aggregates: AggregateStore
+    """Spend by channel, per spend partition (streams/spend.py)."""
     status: WorkerStatus
+
+    def owned_aggregates(self, partitions: set[int]) -> list[Aggregate]:
+        """Each owned partition's aggregate with its spend, in partition order: every topic
+        has the same partition count, so the assignment gives a worker the same partition
+        numbers of the person events and of the spend."""
+        return [merge(pair) for pair in zip(self.aggregates.keep_only(partitions),
+                                            self.spend_aggregates.keep_only(partitions),
+                                            strict=True)]
 
     @classmethod
     def build(cls, app: faust.App, settings: Settings) -> Pipeline:
         from streams.config_files import load_pipeline_config
 
         metrics, config = create_metrics(), load_pipeline_config(settings)
-        zero_known_labels(metrics, settings.topics.inputs(), config.attribution.models)
+        zero_known_labels(metrics, settings.topics.all_inputs(), config.attribution.models)
         tables = declare_tables(app, settings)
-        aggregates = AggregateStore(tables.aggregates,
-                                    AggregateConfig.for_models(config.attribution.models))
+        aggregate_config = AggregateConfig.for_models(config.attribution.models)
+        aggregates = AggregateStore(tables.aggregates, aggregate_config)
         return cls(settings=settings, config=config, topics=declare_topics(app, settings),
                    tables=tables, metrics=metrics,
                    views=ServingViews(settings.redis_url, metrics,
                                       partial(rebuild, settings, progress=False)),
-                   aggregates=aggregates, status=WorkerStatus())
+                   aggregates=aggregates,
+                   spend_aggregates=AggregateStore(tables.spend_aggregates, aggregate_config),
+                   status=WorkerStatus())

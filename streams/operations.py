@@ -66,6 +66,12 @@ def committed_only_when_done(events: list[faust.EventT]) -> Iterator[None]:
         event.message.decref()
 
 
+def committed_offset(app: faust.App, tp: Any) -> int | None:
+    """The group's committed offset of `tp` as the consumer knows it (from the assignment,
+    then from each commit; None when the group has none: it starts from the earliest)."""
+    return app.consumer._committed_offset.get(tp)  # Faust keeps it; there is no public getter
+
+
 async def never_a_gap(tp: Any, offset_from: int, offset_to: int) -> None:
     """Faust marks the offsets between two records it delivers as done when they are not
     consecutive (compacted or transactional topics have such gaps), and its commit then moves

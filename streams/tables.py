@@ -30,6 +30,10 @@ class TableRegistry:
     """user_id → PersonState: device shares, signups, billing, basis and what was emitted."""
     aggregates: faust.Table
     """"{partition}|{hour or all}|{measure group}" → cells of the rolling business aggregates."""
+    spend_facts: faust.Table
+    """source/medium/campaign → SpendState: the event ids of that campaign's spend lines."""
+    spend_aggregates: faust.Table
+    """Like `aggregates`, for the spend partitions (streams/spend.py): spend by channel."""
 
 
 def declare_tables(app: faust.App, settings: Settings) -> TableRegistry:
@@ -38,9 +42,11 @@ def declare_tables(app: faust.App, settings: Settings) -> TableRegistry:
                          recovery_buffer_size=RECOVERY_BATCH, options=dict(ROCKSDB_OPTIONS),
                          help=help_text)
 
-    devices, persons, aggregates = TABLES
+    devices, persons, aggregates, spend_facts, spend_aggregates = TABLES
     return TableRegistry(
         devices=table(devices, "device facts: page views and links"),
         persons=table(persons, "person facts: device shares, signups, billing, emitted credits"),
         aggregates=table(aggregates, "rolling aggregates by partition, hour and measure"),
+        spend_facts=table(spend_facts, "spend lines seen, by campaign"),
+        spend_aggregates=table(spend_aggregates, "spend by partition, hour and channel"),
     )

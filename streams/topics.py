@@ -17,6 +17,8 @@ from personify.settings import Settings
 class TopicRegistry:
     inputs: faust.TopicT
     """page views, signups and billing: one stream, the source topic tells the schema."""
+    spend: faust.TopicT
+    """marketing spend, keyed source/medium/campaign: read by its own stage (streams/spend.py)."""
     device_events: faust.TopicT
     """batches of valid page views and signups, partitioned by anonymous_id (murmur2)."""
     person_events: faust.TopicT
@@ -36,6 +38,7 @@ def declare_topics(app: faust.App, settings: Settings) -> TopicRegistry:
 
     return TopicRegistry(
         inputs=topic(*names.inputs()),
+        spend=topic(names.spend),
         device_events=topic(names.device_events, internal=True),
         person_events=topic(names.person_events, internal=True),
         credits=topic(names.credits),

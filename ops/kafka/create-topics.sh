@@ -6,7 +6,7 @@ create() {
   "$topics" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists --topic "$1" \
     --partitions "$PARTITIONS" --replication-factor 1 "${@:2}"
 }
-for t in page-views-v1 signups-v1 billing-v1 attribution-credits-v2 dead-letters-v1 \
+for t in page-views-v1 signups-v1 billing-v1 marketing-spend-v1 attribution-credits-v2 dead-letters-v1 \
          personify-device-events-v2 personify-person-events-v2; do
   create "$t" --config retention.ms=-1
 done

@@ -248,6 +248,7 @@ _TOPIC_FIELDS: dict[str, Callable[[Topics], str]] = {
     "page_view": lambda topics: topics.page_views,
     "signup": lambda topics: topics.signups,
     "billing": lambda topics: topics.billing,
+    "spend": lambda topics: topics.spend,
 }
 
 

@@ -32,7 +32,7 @@ class Source:
     write_key: str
     sends: frozenset[TopicKind] = ALL_KINDS
     """The event kinds it may send; a browser's write key is public, so a browser source
-    should send `page_view` and `signup` only, never `billing`."""
+    should send `page_view` and `signup` only, never `billing` or `spend`."""
 
 
 @dataclass(frozen=True, slots=True)

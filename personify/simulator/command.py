@@ -92,6 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float,
                         help="live mode: events per second (default: as fast as possible)")
     parser.add_argument("--truth", type=Path, help="write the ground truth (JSON) here")
+    parser.add_argument("--spend", action="store_true",
+                        help="also emit each paid channel's daily marketing spend")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -100,7 +102,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> Simulation
         people=args.people, days=args.days, start_ms=_start_ms(args.start),
         malformed_share=args.malformed_share, multi_device_share=args.multi_device_share,
         shared_device_share=args.shared_device_share, lookback_days=args.lookback_days,
-        max_pending=args.max_pending, topics=settings.topics)
+        max_pending=args.max_pending, topics=settings.topics, spend=args.spend)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

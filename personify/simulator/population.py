@@ -101,6 +101,9 @@ class SimulationConfig:
     """Topic names written on each event."""
     icp: PlantedIcp = field(default_factory=PlantedIcp)
     """The planted ideal customer profile (written to the truth file's config)."""
+    spend: bool = False
+    """Also emit the daily marketing spend of the paid channels (personify/simulator/spend.py);
+    off by default, so a seed's log without it stays the same."""
 
     def __post_init__(self) -> None:
         if self.people < 1 or self.days < 1 or self.lookback_days < 1:

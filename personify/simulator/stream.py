@@ -15,6 +15,12 @@ from personify.simulator.population import (
     SimulationConfig,
     households,
 )
+from personify.simulator.spend import (
+    channel_of_line,
+    reporting_amount,
+    spend_events,
+    spend_truth,
+)
 
 
 def encode_event(event: SimEvent) -> list[Any]:
@@ -46,6 +52,9 @@ def generate(
     `config.max_pending` waiting events; pass `merge` to inspect it.
     """
     with merge or time_ordering(config) as ordering:
+        if config.spend:
+            for line in spend_events(config):
+                ordering.push(line.ts, line)
         for household in households(config, rng):
             for event in household.events:
                 ordering.push(event.ts, event)
@@ -71,6 +80,10 @@ class Totals:
     topics: dict[str, Counter[str]] = field(default_factory=dict)
     defects: Counter[str] = field(default_factory=Counter)
     currencies: dict[str, Counter[str]] = field(default_factory=dict)
+    spend_minor: Counter[str] = field(default_factory=Counter)
+    """Channel → spend in the reporting currency, converted line by line."""
+    acquired: Counter[str] = field(default_factory=Counter)
+    """Acquisition channel → customers."""
 
     def count_event(self, event: SimEvent) -> None:
         topic = self.topics.setdefault(event.topic, Counter(events=0, malformed=0, duplicates=0))
@@ -80,6 +93,8 @@ class Totals:
             topic["duplicates" if event.defect == "duplicate" else "malformed"] += 1
             return
         value = event.value or {}
+        if value.get("schema") == "spend/1":
+            self.spend_minor[channel_of_line(value)] += reporting_amount(value)
         kind = value.get("kind")
         if kind in ("payment", "refund"):
             money = self.currencies.setdefault(value["currency"], Counter(
@@ -91,6 +106,8 @@ class Totals:
         self.people += 1
         self.signups += person.user_id is not None
         self.customers += person.conversion_ts is not None
+        if person.acquisition_channel is not None:
+            self.acquired[person.acquisition_channel] += 1
         self.ambiguous += person.ambiguous and person.user_id is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,4 +120,5 @@ class Totals:
             "topics": {name: dict(counts) for name, counts in sorted(self.topics.items())},
             "defects": dict(sorted(self.defects.items())),
             "currencies": {code: dict(money) for code, money in sorted(self.currencies.items())},
+            "spend": spend_truth(self.spend_minor, self.acquired),
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from personify.settings import Settings
 
-TABLES = ("device-facts", "person-facts", "aggregates")
+TABLES = ("device-facts", "person-facts", "aggregates", "spend-facts", "spend-aggregates")
 """The worker's tables; their changelogs are `{app_id}-{table}-changelog`."""
 
 
@@ -22,6 +22,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         t.page_views: keep_forever,
         t.signups: keep_forever,
         t.billing: keep_forever,
+        t.spend: keep_forever,
         t.credits: keep_forever,
         t.dead_letters: keep_forever,
         t.profiles: {"cleanup.policy": "compact"},

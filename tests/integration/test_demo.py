@@ -15,7 +15,7 @@ from tests.integration.conftest import isolated_settings
 pytestmark = pytest.mark.integration
 
 SECTIONS = ("WHO ARE MY BEST CUSTOMERS?", "WHERE DID THEY COME FROM?", "Attributed revenue",
-            "Channel × segment", "MRR", "CHECKED AGAINST THE SIMULATOR'S TRUTH",
+            "SPEND AND RETURN", "Channel × segment", "MRR", "CHECKED AGAINST THE SIMULATOR'S TRUTH",
             "CONSISTENCY OF THE OUTPUTS")
 
 

@@ -15,7 +15,7 @@ def test_the_example_file_parses_and_keeps_billing_away_from_the_browser():
     config = load_collector_config(str(EXAMPLE), VALIDATION)
     sources = {source.name: source for source in config.sources}
     assert sources["web"].sends == {"page_view", "signup"}
-    assert sources["backend"].sends == {"page_view", "signup", "billing"}
+    assert sources["backend"].sends == {"page_view", "signup", "billing", "spend"}
     assert config.origin_allowed("https://www.example.com")
     assert not config.origin_allowed("https://evil.example")
     assert config.rules.track_events["Payment Received"] == "payment"

@@ -21,7 +21,7 @@ from processors.validation import Reason, decode
 
 NOW_MS = 1_741_161_600_000
 RULES = IntakeRules(PipelineConfig().validation)
-EVERYTHING = frozenset({"page_view", "signup", "billing"})
+EVERYTHING = frozenset({"page_view", "signup", "billing", "spend"})
 BROWSER = frozenset({"page_view", "signup"})
 
 PAGE_VIEW = {"schema": "page_view/1", "event_id": "pv-1", "ts": "2025-03-05T08:00:00Z",
@@ -30,6 +30,9 @@ SIGNUP = {"schema": "signup/1", "event_id": "su-1", "ts": NOW_MS, "anonymous_id"
           "user_id": "user-1", "traits": {"company_size": 40}}
 PAYMENT = {"schema": "billing/1", "event_id": "pay-1", "ts": NOW_MS, "user_id": "user-1",
            "kind": "payment", "amount_minor": 4900, "currency": "EUR"}
+SPEND = {"schema": "spend/1", "event_id": "sp-1", "ts": NOW_MS - NOW_MS % 86_400_000,
+         "source": "google", "medium": "cpc", "campaign": "brand", "amount_minor": 125000,
+         "currency": "USD"}
 SEGMENT_PAYMENT = {"type": "track", "event": "Order Completed", "messageId": "m-1",
                    "userId": "user-1", "properties": {"amount_minor": 4900, "currency": "EUR"}}
 
@@ -38,7 +41,8 @@ def outcome(item: Any, allowed=EVERYTHING):
     return read_item(item, allowed=allowed, now_ms=NOW_MS, rules=RULES)
 
 
-@pytest.mark.parametrize("payload", [PAGE_VIEW, SIGNUP, PAYMENT], ids=lambda p: p["schema"])
+@pytest.mark.parametrize("payload", [PAGE_VIEW, SIGNUP, PAYMENT, SPEND],
+                         ids=lambda p: p["schema"])
 def test_contract_events_are_accepted_keyed_like_the_sdk_keys_them(payload):
     accepted = outcome(payload)
     assert isinstance(accepted, Accepted)
@@ -90,8 +94,8 @@ def test_a_mapped_events_refusal_says_what_it_was_mapped_from():
     assert refused.event_id == "m-1"
 
 
-@pytest.mark.parametrize("item", [PAYMENT, SEGMENT_PAYMENT])
-def test_a_browser_source_may_not_send_billing(item):
+@pytest.mark.parametrize("item", [PAYMENT, SEGMENT_PAYMENT, SPEND])
+def test_a_browser_source_may_not_send_billing_or_spend(item):
     refused = outcome(item, allowed=BROWSER)
     assert isinstance(refused, Refused) and refused.reason is Reason.SOURCE_NOT_ALLOWED
 

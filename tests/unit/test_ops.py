@@ -42,7 +42,8 @@ def _exported_series() -> set[str]:
     """Every series name a worker's /metrics can carry, from the very registry it serves."""
     metrics = create_metrics()
     metrics.registry.register(
-        BusinessCollector(AggregateStore(None, None), MODELS, "USD", owned_partitions=set))
+        BusinessCollector(AggregateStore(None, None).keep_only, MODELS, "USD",
+                          owned_partitions=set))
     return {family.name + suffix for family in metrics.registry.collect()
             for suffix in SUFFIXES[family.type]}
 

@@ -34,6 +34,7 @@ from schemas.events import (
     Payment,
     Refund,
     Signup,
+    Spend,
     SubscriptionChange,
     Traits,
 )
@@ -119,6 +120,7 @@ EVENT_TYPES = {
     Payment: lambda: billing_kind_properties("payment"),
     Refund: lambda: billing_kind_properties("refund"),
     SubscriptionChange: lambda: billing_kind_properties("subscription_change"),
+    Spend: lambda: top_level("spend/1"),
 }
 
 

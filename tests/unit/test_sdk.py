@@ -367,3 +367,20 @@ print(loaded)
                            cwd=ROOT, timeout=60)
     assert ended.returncode == 0, ended.stderr
     assert ended.stdout.strip() == "[]"
+
+
+def test_spend_goes_to_the_spend_topic_keyed_by_its_campaign_on_todays_utc_day():
+    client, reports = mock_client()
+    event_id = client.spend("google", "cpc", "brand", 125_000, "USD")
+    [report] = delivered(client, reports)
+    assert (report.topic, report.key) == ("marketing-spend-v1", "google/cpc/brand")
+    assert report.partition == partition_for(b"google/cpc/brand", 4)
+    assert uuid.UUID(event_id).version == 4
+
+
+def test_spend_for_a_time_that_is_not_a_days_start_is_refused_at_the_call_site():
+    client, reports = mock_client()
+    with pytest.raises(InvalidEvent, match="invalid_value"):
+        client.spend("google", "cpc", "brand", 100, "USD", day_ms=NOW_MS // 86_400_000
+                     * 86_400_000 + 1)
+    assert delivered(client, reports) == []
