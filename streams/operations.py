@@ -154,11 +154,10 @@ class Takes:
         kept = [event for event in events if event.message.tp in self._owned]
         skipped = self._in_order.missing(kept)
         if skipped is not None:
-            log.critical("offsets %d to %d of %s never reached the stage; exiting before "
-                         "anything past them is committed, so that they are read again",
+            log.critical("offsets %d to %d of %s never reached the stage; starting again "
+                         "before anything past them is committed, so that they are read",
                          skipped[1], skipped[2], skipped[0])
-            logging.shutdown()
-            os._exit(EXIT_STAGE_FAILED)
+            restart_in_place()
         for event in kept:
             event.message.decref()
         return kept
@@ -190,6 +189,18 @@ class Takes:
     def assigned(self, partitions: set) -> None:
         self._owned = set(partitions)
         self._assigned.set()
+
+
+def restart_in_place() -> None:
+    """Start the worker afresh in this very process, as a crash and a restart would: every
+    file (RocksDB's locks, the sockets) closed, the same command line executed again, the pid
+    kept, so whatever supervises it sees no exit. For a fault of the client library that a
+    fresh start clears (`DeliveredInOrder`), without waiting for a supervisor."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    os.execv(sys.executable, sys.orig_argv)
 
 
 class BoundedStopApp(faust.App):
