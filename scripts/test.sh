@@ -18,5 +18,5 @@ echo "==> the headless browser of the snippet test (Debian's chromium, unless in
 .venv/bin/python -m personify.stack.browser
 echo "==> tests: ${PERSONIFY_TEST_PATHS:-unit, integration and chaos} (${PERSONIFY_CHAOS_KILLS:-3} kills per chaos test)"
 # shellcheck disable=SC2086  # the paths are words on purpose
-.venv/bin/python -m pytest ${PERSONIFY_TEST_PATHS:-tests --ignore=tests/chaos/test_kills.py} \
+.venv/bin/python -m pytest ${PERSONIFY_TEST_PATHS:-tests} \
   -p no:cacheprovider "$@"
