@@ -61,10 +61,13 @@ class Results:
         return document
 
     def ratios(self) -> dict[str, float]:
-        """Sustained worker throughput as a share of each ceiling."""
+        """Sustained worker throughput as a share of each ceiling; the worker's CPU per event
+        as a multiple of the same rules' in a plain loop."""
         sustained = self.throughput.events_per_s
         return {
             "of_python_loop": sustained / self.ceilings.python_loop.events_per_s,
+            "cpu_vs_same_rules": self.throughput.cpu_s_per_1000_events
+            / self.ceilings.same_rules.cpu_s_per_1000_events,
             "of_producer_performance": sustained
             / self.ceilings.producer_performance.records_per_s,
             "of_consumer_performance": sustained
@@ -110,6 +113,10 @@ class Results:
               for lat in self.latency),
             ("ceiling: Python consume → produce", f"{c.python_loop.events_per_s:,.0f} events/s "
                                                   f"(Personify {ratios['of_python_loop']:.1%})"),
+            ("ceiling: the same rules in a plain loop",
+             f"{c.same_rules.events_per_s:,.0f} events/s, "
+             f"{c.same_rules.cpu_s_per_1000_events:.3f} CPU-s per 1,000 events (Personify's "
+             f"CPU per event {ratios['cpu_vs_same_rules']:.1f}×)"),
             ("ceiling: ProducerPerformance", f"{c.producer_performance.records_per_s:,.0f} "
                                              f"records/s (Personify "
                                              f"{ratios['of_producer_performance']:.1%})"),
