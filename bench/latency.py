@@ -150,15 +150,15 @@ def await_credits(clock: CreditClock, event_ids: set[str], timeout_s: float) -> 
 
 
 def await_idle(settings: Settings, timeout_s: float) -> bool:
-    """Wait until the worker's group has committed every input record and its internal topics
-    hold no more than an idle worker's watermark traffic; False at `timeout_s`."""
+    """Wait until the input stage's group has committed every input record and the worker's
+    internal topics hold no more than an idle worker's traffic; False at `timeout_s`."""
     names = settings.topics
     internal = [names.device_events, names.person_events]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        lag = group_lag(settings.kafka_bootstrap, settings.app_id, [*names.inputs(), *internal])
-        if (sum(lag[t] for t in names.inputs()) == 0
-                and sum(lag[t] for t in internal) <= IDLE_INTERNAL_LAG):
+        inputs = group_lag(settings.kafka_bootstrap, settings.intake_group, [*names.inputs()])
+        lag = group_lag(settings.kafka_bootstrap, settings.app_id, internal)
+        if sum(inputs.values()) == 0 and sum(lag[t] for t in internal) <= IDLE_INTERNAL_LAG:
             return True
         time.sleep(1.0)
     return False

@@ -104,6 +104,11 @@ class Settings:
         }
         return cls(**values, topics=replace(Topics(), **topic_values))
 
+    @property
+    def intake_group(self) -> str:
+        """The consumer group of the input stage (the stateful stages use `app_id`)."""
+        return f"{self.app_id}-intake"
+
     def to_env(self) -> dict[str, str]:
         """The `PERSONIFY_*` variables that reproduce these settings in a child process."""
         env = {f"PERSONIFY_{f.name.upper()}": str(getattr(self, f.name))

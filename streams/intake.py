@@ -60,7 +60,7 @@ class Intake:
                        names.billing: "billing"}
         common = {"bootstrap.servers": settings.kafka_bootstrap, "logger": log}
         self._consumer = Consumer({
-            **common, "group.id": f"{settings.app_id}-intake", "enable.auto.commit": False,
+            **common, "group.id": settings.intake_group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "fetch.max.bytes": 8 * 1024 * 1024,
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 3_000})
         self._producer = Producer({
