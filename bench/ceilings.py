@@ -45,21 +45,33 @@ class PythonLoop:
     cpu_s_per_1000_events: float
 
 
+def _inputs_to(sandbox: Sandbox, output: str) -> tuple[Consumer, Producer]:
+    """A consumer of the backlog's input topics from their start (its group named after
+    `output`) and a producer, for a loop writing to the new topic `output`."""
+    settings = sandbox.settings
+    sandbox.create_topic(output)
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "group.id": output, "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                     for topic in settings.topics.inputs()
+                     for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions])
+    producer = Producer({**PRODUCER_DEFAULTS, "linger.ms": 5, "compression.type": "none",
+                         "bootstrap.servers": settings.kafka_bootstrap})
+    return consumer, producer
+
+
+def _measured(events: int, started: float, cpu_before: float) -> PythonLoop:
+    seconds = time.monotonic() - started
+    cpu = usage_of(os.getpid()).cpu_s - cpu_before
+    return PythonLoop(events, seconds, events / seconds, 1000 * cpu / events)
+
+
 def python_loop(sandbox: Sandbox, backlog: Backlog, output: str,
                 timeout_s: float = 600) -> PythonLoop:
     """Consume the backlog's input topics from the start and produce every record, key and
     value unchanged, to the new topic `output`; timed from the first record read to the last
     acknowledgement."""
-    settings = sandbox.settings
-    sandbox.create_topic(output)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": output, "enable.auto.commit": False})
-    producer = Producer({**PRODUCER_DEFAULTS, "linger.ms": 5, "compression.type": "none",
-                         "bootstrap.servers": settings.kafka_bootstrap})
-    partitions = [TopicPartition(topic, p, OFFSET_BEGINNING)
-                  for topic in settings.topics.inputs()
-                  for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
-    consumer.assign(partitions)
+    consumer, producer = _inputs_to(sandbox, output)
     moved, started, cpu_before = 0, 0.0, 0.0
     deadline = time.monotonic() + timeout_s
     try:
@@ -75,9 +87,7 @@ def python_loop(sandbox: Sandbox, backlog: Backlog, output: str,
         producer.flush(60)
     finally:
         consumer.close()
-    seconds = time.monotonic() - started
-    cpu = usage_of(os.getpid()).cpu_s - cpu_before
-    return PythonLoop(moved, seconds, moved / seconds, 1000 * cpu / moved)
+    return _measured(moved, started, cpu_before)
 
 
 def same_rules_loop(sandbox: Sandbox, backlog: Backlog, target: str,
@@ -86,20 +96,13 @@ def same_rules_loop(sandbox: Sandbox, backlog: Backlog, target: str,
     loop: each batch's events routed and validated, each device stepped once per batch, each
     person once per batch with what the devices and billing gave them, every credit record
     produced to `target`. States live in dicts; nothing is written anywhere else."""
-    settings = sandbox.settings
-    sandbox.create_topic(target)
+    topics = sandbox.settings.topics
     config = PipelineConfig()
     detect = partial(detect_touch, config=config.channels)
-    kinds = {settings.topics.page_views: "page_view", settings.topics.signups: "signup",
-             settings.topics.billing: "billing"}
+    kinds = {topics.page_views: "page_view", topics.signups: "signup", topics.billing: "billing"}
     devices: dict[str, DeviceState] = {}
     persons: dict[str, PersonState] = {}
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": target, "enable.auto.commit": False})
-    producer = Producer({**PRODUCER_DEFAULTS, "linger.ms": 5, "compression.type": "none",
-                         "bootstrap.servers": settings.kafka_bootstrap})
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic in kinds
-                     for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions])
+    consumer, producer = _inputs_to(sandbox, target)
     seen, started, cpu_before = 0, 0.0, 0.0
     deadline = time.monotonic() + timeout_s
     try:
@@ -142,9 +145,7 @@ def same_rules_loop(sandbox: Sandbox, backlog: Backlog, target: str,
         producer.flush(60)
     finally:
         consumer.close()
-    seconds = time.monotonic() - started
-    cpu = usage_of(os.getpid()).cpu_s - cpu_before
-    return PythonLoop(seen, seconds, seen / seconds, 1000 * cpu / seen)
+    return _measured(seen, started, cpu_before)
 
 
 @dataclass(frozen=True, slots=True)
