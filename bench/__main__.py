@@ -24,7 +24,7 @@ from bench.sandbox import Sandbox, broker_missing
 from bench.throughput import drain_backlog, write_cost
 from bench.worker import WorkerProcess
 from bench.workload import LIVE_SEED_OFFSET, Backlog, live_stream, produce_backlog, simulate
-from personify.settings import Settings
+from streams.topology import Settings
 
 QUICK = {"people": 20_000, "rate_seconds": 20.0}
 FULL = {"people": 100_000, "rate_seconds": 60.0}

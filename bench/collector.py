@@ -37,8 +37,8 @@ from bench.progress import say
 from bench.report import RESULTS_DIR, machine
 from bench.sandbox import Sandbox, broker_missing, free_port
 from bench.worker import usage_of
-from personify.settings import Settings
 from personify.stack.processes import stop_process
+from streams.topology import Settings
 
 WRITE_KEY = "bench-key"
 AUTHORIZATION = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from personify.settings import Settings
 from personify.stack.kafka import KafkaBroker
+from streams.topology import Settings
 
 _TOOLS = "org.apache.kafka.tools"
 _PRODUCER_SUMMARY = re.compile(

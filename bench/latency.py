@@ -26,8 +26,8 @@ from bench.broker import group_lag, produce_patiently
 from bench.progress import say
 from bench.workload import LiveEvent
 from personify.sdk import PRODUCER_DEFAULTS
-from personify.settings import Settings
 from processors.attribution import MODELS
+from streams.topology import Settings
 
 LIVE_PRODUCER = {**PRODUCER_DEFAULTS, "linger.ms": 5}
 """The SDK's producer settings with a shorter linger, as a latency-minded producer would use."""

@@ -17,8 +17,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from personify.settings import Settings, Topics
-from personify.stack.topics import ensure_topics
+from streams.topology import TABLES, Settings, Topics, ensure_topics
 
 
 def broker_missing(settings: Settings) -> bool:
@@ -75,9 +74,7 @@ class Sandbox:
         return sorted(t for t in self.admin().list_topics(timeout=10).topics if self.token in t)
 
     def changelog_topics(self) -> list[str]:
-        """Faust names a table's changelog `{app_id}-{table}-changelog`."""
-        prefix = self.settings.app_id
-        return [t for t in self.own_topics() if t.startswith(prefix) and t.endswith("-changelog")]
+        return [self.settings.changelog(table.name) for table in TABLES]
 
     def clean_up(self, keep_files: bool = False) -> list[str]:
         """Delete this run's topics and consumer groups (and its files unless `keep_files`)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from personify.settings import Settings
+from streams.topology import Settings
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

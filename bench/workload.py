@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from personify.send import cli_client, resolve_topic, send_file
-from personify.settings import Settings
 from processors.attribution import MODELS
+from streams.topology import Settings
 
 LIVE_SEED_OFFSET = 1_000
 """The live stream's seed is the backlog's plus this: a different, still fixed population."""

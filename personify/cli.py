@@ -13,9 +13,9 @@ import signal
 import sys
 from importlib import metadata
 
-from personify.broker import BrokerUnreachable
-from personify.settings import Settings
 from personify.stack.processes import StackError
+from streams.broker import BrokerUnreachable
+from streams.topology import Settings
 
 PIPELINE_MODULES = ("faust", "mode", "aiokafka", "redis", "rocksdict", "prometheus_client", "tqdm")
 """Installed by `personify[pipeline]`, not by the SDK's base install."""
@@ -29,6 +29,7 @@ TOOL_COMMANDS = {
     "send": ("personify.send", "produce a JSONL file of events to the input topics"),
     "credits": ("personify.credits", "running credit totals by model and channel"),
     "views": ("personify.views", "rebuild Redis's serving views from Kafka"),
+    "topics": ("personify.topics", "create the project's topics (idempotent), or --list them"),
     "collect": ("personify.collector.command", "the HTTP collector: events from browsers, "
                 "backends and Segment-style clients"),
 }

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from personify.broker import BrokerUnreachable, client_config, partitions_of
-from personify.settings import Settings
 from processors.ledger import Ledger
+from streams.broker import BrokerUnreachable, client_config, partitions_of
+from streams.topology import Settings
 
 
 @dataclass(slots=True)

@@ -31,13 +31,12 @@ from tqdm import tqdm
 from personify import simulator
 from personify.report import TopicReader, Truth, load_truth, render_html, render_text
 from personify.send import SendSummary, cli_client, send_file
-from personify.settings import PROJECT_ROOT, Settings
 from personify.stack import services
-from personify.stack.topics import ensure_topics
 from processors.config import PipelineConfig
 from processors.report import MIN_CUSTOMERS, CreditBook, ProfileBook, build_report
 from processors.spend import SpendBook
 from streams.config_files import load_pipeline_config
+from streams.topology import PROJECT_ROOT, Settings, ensure_topics
 
 DEFAULT_PEOPLE = 20_000
 DEFAULT_SEED = 2025

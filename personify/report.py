@@ -23,8 +23,6 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from personify.broker import client_config, partitions_of
-from personify.settings import Settings
 from processors.icp import DIMENSIONS, IdealCustomerProfile, TraitLift
 from processors.mrr_bridge import BridgeMonth
 from processors.report import (
@@ -36,6 +34,8 @@ from processors.report import (
 )
 from processors.retention import GroupRetention, Retained, tenths_of_percent
 from processors.spend_return import SpendRow, best_channel
+from streams.broker import client_config, partitions_of
+from streams.topology import Settings
 
 DAY_MS = 86_400_000
 WIDTH = 100

@@ -34,12 +34,12 @@ from urllib.parse import urlsplit
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from personify.broker import CONNECT_TIMEOUT_S, BrokerWatch, kafka_logger, unreachable_message
-from personify.settings import Settings, Topics
 from processors.config import PipelineConfig
 from processors.validation import Rejection, ValidationConfig, decode
 from schemas.contract import INPUT_SCHEMAS
 from schemas.contract import TopicKind as ContractKind
+from streams.broker import CONNECT_TIMEOUT_S, BrokerWatch, kafka_logger, unreachable_message
+from streams.topology import Settings, Topics
 
 TopicKind = Literal["page_views", "signups", "billing", "spend"]
 """An input topic by its `Topics` field name; the configured name may differ."""

@@ -32,7 +32,7 @@ from personify.sdk import (
     Personify,
     kind_of_payload,
 )
-from personify.settings import Settings, Topics
+from streams.topology import Settings, Topics
 
 CLI_PRODUCER_CONFIG: Mapping[str, Any] = {"message.timeout.ms": 60_000}
 """Command-line tools give up on an unreachable broker after a minute, not librdkafka's five."""

@@ -7,7 +7,7 @@ import argparse
 
 import redis
 
-from personify.settings import Settings
+from streams.topology import Settings
 from streams.views_rebuild import rebuild
 
 

@@ -37,7 +37,6 @@ import faust
 import mode
 import orjson
 
-from personify.partitioner import partition_for
 from processors import messages
 from processors.aggregates import windows
 from processors.identity import (
@@ -75,6 +74,7 @@ from streams.dead_letters import send_dead_letter, wall_ms
 from streams.intake import start_intake
 from streams.logs import RepeatLimiter, limit_repeated_logs
 from streams.operations import Takes, broker_reachable, committed_offset
+from streams.partitioner import partition_for
 from streams.state_cache import CachedStates, TableWrites, TakenPartitions
 from streams.views import revenue_share_of_top
 

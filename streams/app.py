@@ -6,9 +6,9 @@ import logging
 
 import faust
 
-from personify.settings import Settings
 from streams.context import Pipeline
 from streams.operations import BoundedStopApp, never_a_gap
+from streams.topology import Settings, ensure_topics
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -58,8 +58,6 @@ def create_app(settings: Settings) -> faust.App:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Run the worker in this process until SIGTERM/SIGINT (the exit code of Faust's worker)."""
-    from personify.stack.topics import ensure_topics
-
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from personify.settings import Settings
 from processors.config import PipelineConfig, parse_config
+from streams.topology import Settings
 
 
 def load_pipeline_config(settings: Settings) -> PipelineConfig:

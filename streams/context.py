@@ -7,13 +7,13 @@ from functools import partial
 
 import faust
 
-from personify.settings import Settings
 from processors.aggregates import Aggregate, AggregateConfig, merge
 from processors.config import PipelineConfig
 from streams.aggregate_store import AggregateStore
 from streams.metrics import Metrics, create_metrics, zero_known_labels
 from streams.tables import TableRegistry, declare_tables
 from streams.topics import TopicRegistry, declare_topics
+from streams.topology import Settings
 from streams.views import ServingViews
 from streams.views_rebuild import rebuild
 

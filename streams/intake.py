@@ -27,8 +27,6 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from personify.partitioner import partition_for
-from personify.settings import Settings
 from processors import messages
 from processors.config import PipelineConfig
 from processors.dead_letters import dead_letter_record
@@ -37,6 +35,8 @@ from processors.validation import Rejection
 from schemas.contract import headers_for
 from streams.metrics import Metrics
 from streams.operations import EXIT_STAGE_FAILED
+from streams.partitioner import partition_for
+from streams.topology import Settings
 
 BATCH_MAX_EVENTS = 2000
 """Input messages validated per batch, at most."""

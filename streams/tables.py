@@ -10,8 +10,15 @@ from dataclasses import dataclass
 
 import faust
 
-from personify.settings import Settings
-from personify.stack.topics import TABLES
+from streams.topology import (
+    AGGREGATES,
+    DEVICES,
+    PERSONS,
+    SPEND_AGGREGATES,
+    SPEND_FACTS,
+    Settings,
+    Table,
+)
 
 RECOVERY_BATCH = 10_000
 """Changelog records applied to the store per write batch while rebuilding a table."""
@@ -37,16 +44,11 @@ class TableRegistry:
 
 
 def declare_tables(app: faust.App, settings: Settings) -> TableRegistry:
-    def table(name: str, help_text: str) -> faust.Table:
-        return app.Table(name, key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                         recovery_buffer_size=RECOVERY_BATCH, options=dict(ROCKSDB_OPTIONS),
-                         help=help_text)
+    def table(spec: Table) -> faust.Table:
+        return app.Table(spec.name, key_type=bytes, value_type=bytes,
+                         partitions=settings.partitions, recovery_buffer_size=RECOVERY_BATCH,
+                         options=dict(ROCKSDB_OPTIONS), help=spec.about)
 
-    devices, persons, aggregates, spend_facts, spend_aggregates = TABLES
-    return TableRegistry(
-        devices=table(devices, "device facts: page views and links"),
-        persons=table(persons, "person facts: device shares, signups, billing, emitted credits"),
-        aggregates=table(aggregates, "rolling aggregates by partition, hour and measure"),
-        spend_facts=table(spend_facts, "spend lines seen, by campaign"),
-        spend_aggregates=table(spend_aggregates, "spend by partition, hour and channel"),
-    )
+    return TableRegistry(devices=table(DEVICES), persons=table(PERSONS),
+                         aggregates=table(AGGREGATES), spend_facts=table(SPEND_FACTS),
+                         spend_aggregates=table(SPEND_AGGREGATES))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import faust
 
-from personify.settings import Settings
+from streams.topology import Settings
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from tqdm import tqdm
 
-from personify.settings import Settings
 from processors.views import credit_writes, profile_writes, queue_write
+from streams.topology import Settings
 
 PIPELINE_WRITES = 2000
 

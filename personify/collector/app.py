@@ -24,7 +24,6 @@ from personify.collector.access import CORS_PREFLIGHT_HEADERS, Unauthorized, aut
 from personify.collector.config import CollectorConfig, Source
 from personify.collector.delivery import Outgoing, Sink, Undelivered
 from personify.collector.metrics import ROUTES, CollectorMetrics
-from personify.settings import Topics
 from processors.dead_letters import HTTP_OFFSET, HTTP_PARTITION, HttpOrigin, dead_letter_record
 from processors.intake import (
     Accepted,
@@ -36,6 +35,7 @@ from processors.intake import (
     single_item,
 )
 from schemas.contract import INPUT_SCHEMAS, headers_for
+from streams.topology import Topics
 
 log = logging.getLogger("personify.collector")
 

@@ -12,8 +12,8 @@ from personify.collector.app import Collector, build_app
 from personify.collector.config import load_collector_config
 from personify.collector.delivery import Delivery
 from personify.collector.metrics import create_collector_metrics
-from personify.settings import Settings
 from streams.config_files import load_pipeline_config
+from streams.topology import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

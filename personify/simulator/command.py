@@ -15,9 +15,9 @@ import orjson
 from tqdm import tqdm
 
 from personify.send import cli_client, produce_line
-from personify.settings import Settings
 from personify.simulator.population import DEFAULT_START_MS, PersonTruth, SimulationConfig
 from personify.simulator.stream import Totals, generate
+from streams.topology import Settings
 
 TRUTH_FORMAT = "personify-simulation-truth/1"
 

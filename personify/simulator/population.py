@@ -39,9 +39,9 @@ from personify.sdk import (
     signup_payload,
     subscription_change_payload,
 )
-from personify.settings import Topics
 from processors.money import default_currency_table
 from processors.segments import ENTERPRISE, MID_MARKET, SMB
+from streams.topology import Topics
 
 SECOND_MS = 1_000
 MINUTE_MS = 60 * SECOND_MS

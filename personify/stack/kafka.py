@@ -8,8 +8,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from personify.settings import Settings
 from personify.stack.processes import Managed, StackError, log_tail, port_open, wait_until
+from streams.topology import Settings
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -100,7 +100,7 @@ class KafkaBroker:
         """A real metadata request, not just an open port."""
         from confluent_kafka.admin import AdminClient
 
-        from personify.broker import client_config
+        from streams.broker import client_config
 
         if not port_open(self.host, self.port):
             return False

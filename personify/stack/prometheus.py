@@ -5,9 +5,9 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from personify.settings import PROJECT_ROOT, Settings
 from personify.stack.debian import ensure_program
 from personify.stack.processes import Managed, StackError, port_open, wait_until
+from streams.topology import PROJECT_ROOT, Settings
 
 RULES = PROJECT_ROOT / "ops" / "prometheus" / "rules.yml"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from personify.settings import Settings
 from personify.stack.debian import ensure_program
 from personify.stack.processes import Managed, StackError, port_open, wait_until
+from streams.topology import Settings
 
 
 class RedisServer:

@@ -8,12 +8,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from personify.settings import Settings
 from personify.stack.kafka import KafkaBroker
 from personify.stack.processes import Managed, StackError, log_tail, port_open, wait_until
 from personify.stack.prometheus import PrometheusServer
 from personify.stack.redis import RedisServer
-from personify.stack.topics import ensure_topics
+from streams.topology import Settings, ensure_topics
 
 SERVICE_NAMES = ("kafka", "redis", "prometheus")
 

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from personify.settings import Settings
 from personify.stack.processes import stop_process
+from streams.topology import Settings
 
 
 def free_port() -> int:

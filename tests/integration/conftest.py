@@ -18,9 +18,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from personify.settings import Settings, Topics
 from personify.stack.processes import stop_process
-from personify.stack.topics import ensure_topics
+from streams.topology import Settings, Topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from personify.settings import Settings
 from personify.stack.browser import HEADLESS_FLAGS, ensure_chromium
+from streams.topology import Settings
 from tests.integration.collector_process import CollectorProcess
 from tests.integration.conftest import consume, values
 

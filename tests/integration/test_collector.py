@@ -16,10 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from personify.partitioner import partition_for
-from personify.settings import Settings
-from personify.stack.topics import ensure_topics
 from schemas.contract import validator
+from streams.partitioner import partition_for
+from streams.topology import Settings, ensure_topics
 from tests.integration.collector_process import CollectorProcess, free_port
 from tests.integration.conftest import consume, isolated_settings, values
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from personify.settings import Settings
 from personify.stack.services import worker_process
+from streams.topology import Settings
 from tests.integration.conftest import isolated_settings
 
 pytestmark = pytest.mark.integration

@@ -22,11 +22,11 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from personify.stack.topics import ensure_topics
 from processors.config import PipelineConfig
 from processors.reference import current_credits, latest_profiles, run_in_event_time
 from processors.revenue import credit_record
 from processors.validation import Rejection, decode
+from streams.topology import ensure_topics
 from tests.integration.conftest import isolated_settings
 
 PEOPLE, SEED = 900, 11

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from personify.settings import Settings
+from streams.topology import Settings
 from tests.integration.conftest import consume
 from tests.unit.test_readme import blocks
 

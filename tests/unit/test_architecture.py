@@ -49,3 +49,24 @@ def test_the_check_catches_a_broker_import(tmp_path):
     bad.write_text("import faust\nfrom redis import Redis\nimport random\nrandom.random()\n"
                    "from datetime import datetime\ndatetime.now()\n")
     assert _violations(bad) == ["faust", "redis", "random.random", "datetime.now"]
+
+
+SHELL = sorted((ROOT / "streams").rglob("*.py"))
+
+
+def _imported_packages(path: Path) -> set[str]:
+    """Top-level packages `path` imports, wherever in the module (lazy imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("path", SHELL, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_worker_shell_never_imports_the_tools(path):
+    """The worker runs on streams/, processors/ and schemas/ alone; the command line, the
+    stack manager and the simulator (personify/) are built on top of it, never under it."""
+    assert "personify" not in _imported_packages(path)

@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 from personify import cli
-from personify.settings import Settings
 from personify.stack.kafka import KafkaBroker
 from personify.stack.processes import stop_process
 from personify.stack.services import worker_process
+from streams.topology import Settings
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly_as_unix_tools_do():

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from personify.collector.config import load_collector_config, parse_collector_config
-from personify.settings import Settings
 from processors.config import PipelineConfig
+from streams.topology import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "collector.example.toml"
 VALIDATION = PipelineConfig().validation

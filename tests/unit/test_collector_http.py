@@ -12,10 +12,10 @@ from personify.collector.app import Collector, build_app
 from personify.collector.config import CollectorConfig, Source
 from personify.collector.delivery import Outgoing, Undelivered
 from personify.collector.metrics import create_collector_metrics
-from personify.settings import Topics
 from processors.config import PipelineConfig
 from processors.intake import IntakeRules
 from schemas.contract import validator
+from streams.topology import Topics
 
 NOW_MS = 1_741_161_600_000
 ORIGIN = "https://www.example.com"

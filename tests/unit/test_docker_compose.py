@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from personify.settings import Settings
+from streams.topology import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -135,12 +135,12 @@ def test_host_ports_do_not_collide():
     assert len(host_ports) == len(set(host_ports))
 
 
-def test_topics_created_in_compose_are_the_registry_topics_with_explicit_partitions():
-    script = (ROOT / "ops/kafka/create-topics.sh").read_text()
-    topics = Settings().topics
-    for field in topics.__dataclass_fields__:
-        assert getattr(topics, field) in script
-    assert "--partitions" in script
+def test_compose_creates_the_topology_s_topics_before_the_workers_start():
+    init = SERVICES["kafka-init"]
+    assert init["command"] == ["personify", "topics"] and init["build"] == "."
+    assert init["environment"]["PERSONIFY_PARTITIONS"] == "4"
+    assert SERVICES["worker"]["depends_on"]["kafka-init"] == {
+        "condition": "service_completed_successfully"}
 
 
 def test_prometheus_scrapes_the_worker_service_and_loads_the_rules():

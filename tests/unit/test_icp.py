@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from personify.report import render_html, render_text
-from personify.settings import Settings
 from personify.simulator import SimulationConfig, add_arguments, generate, run
 from processors.config import PipelineConfig
 from processors.icp import (
@@ -28,6 +27,7 @@ from processors.icp import (
 from processors.reference import run_in_event_time
 from processors.report import MIN_CUSTOMERS, TOP_PERCENT, CreditBook, ProfileBook, build_report
 from processors.validation import decode
+from streams.topology import Settings
 
 Z = 1.959963984540054
 

@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from ops.grafana import build_dashboard
-from personify.settings import Settings
 from personify.stack.debian import ensure_program
 from personify.stack.prometheus import RULES, PrometheusServer
 from processors.aggregates import WINDOWS
@@ -18,6 +17,7 @@ from processors.validation import NOT_BAD_DATA, REASONS
 from streams.aggregate_store import AggregateStore
 from streams.business_metrics import BusinessCollector
 from streams.metrics import LATE_EVENT_OUTCOMES, create_metrics, zero_known_labels
+from streams.topology import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERT_TESTS = Path(__file__).with_name("alerts_test.yml")

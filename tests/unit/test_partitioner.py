@@ -4,7 +4,7 @@ from confluent_kafka import Producer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from personify.partitioner import murmur2, partition_for
+from streams.partitioner import murmur2, partition_for
 
 # Kafka's own UtilsTest.testMurmur2 vectors (signed Java ints).
 KAFKA_UTILS_TEST_VECTORS = [

@@ -13,8 +13,6 @@ import orjson
 import pytest
 
 from personify import send
-from personify.broker import kafka_logger
-from personify.partitioner import partition_for
 from personify.sdk import (
     PRODUCER_DEFAULTS,
     UNSENT_AT_CLOSE,
@@ -30,7 +28,9 @@ from personify.sdk import (
     signup_payload,
     subscription_change_payload,
 )
-from personify.settings import Settings, Topics
+from streams.broker import kafka_logger
+from streams.partitioner import partition_for
+from streams.topology import Settings, Topics
 
 NOW_MS = 1_736_000_000_000
 CUSTOM_TOPICS = Topics(page_views="pv-test", signups="su-test", billing="bi-test")

@@ -1,6 +1,6 @@
 import pytest
 
-from personify.settings import Settings
+from streams.topology import Settings
 
 
 def test_settings_come_from_personify_variables_only():

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from personify.settings import Settings
 from personify.simulator import SimulationConfig, Totals, add_arguments, generate, run
 from personify.simulator.ordering import TimeOrderedMerge
 from personify.simulator.population import (
@@ -27,6 +26,7 @@ from processors.segments import SegmentConfig, segment_of
 from processors.touchpoints import detect_touch
 from processors.validation import Rejection, decode
 from schemas.events import PageView, Payment, Signup, Traits
+from streams.topology import Settings
 
 CONTRACT_KIND = {"page-views-v1": "page_view", "signups-v1": "signup", "billing-v1": "billing"}
 VALIDATION = PipelineConfig().validation

@@ -1,7 +1,12 @@
-"""Settings, parsed once from the environment into an immutable object.
+"""The topology, declared once: settings, every topic with its config, every table.
 
-Every knob is an environment variable named `PERSONIFY_<FIELD>`; nothing reads the environment
-anywhere else, so tests build `Settings(...)` directly.
+The worker (streams/topics.py, streams/tables.py declare them to Faust), the input stage, the
+local stack, the tools and `personify topics` (what docker-compose's init container runs) all
+read this module, so a topic or a table is named in one place only.
+
+Settings are parsed once from the environment into an immutable object: every knob is an
+environment variable named `PERSONIFY_<FIELD>`; nothing reads the environment anywhere else, so
+tests build `Settings(...)` directly.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Kafka topic names (DESIGN.md §2, §7); inputs and outputs are the public contract."""
+    """Kafka topic names; inputs and outputs are the public contract, the `personify-` topics
+    the worker's own."""
 
     page_views: str = "page-views-v1"
     signups: str = "signups-v1"
@@ -109,6 +115,10 @@ class Settings:
         """The consumer group of the input stage (the stateful stages use `app_id`)."""
         return f"{self.app_id}-intake"
 
+    def changelog(self, table: str) -> str:
+        """The changelog topic Faust gives `table`."""
+        return f"{self.app_id}-{table}-changelog"
+
     def to_env(self) -> dict[str, str]:
         """The `PERSONIFY_*` variables that reproduce these settings in a child process."""
         env = {f"PERSONIFY_{f.name.upper()}": str(getattr(self, f.name))
@@ -116,3 +126,57 @@ class Settings:
         env.update({f"PERSONIFY_TOPIC_{t.name.upper()}": getattr(self.topics, t.name)
                     for t in fields(Topics)})
         return env
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    about: str
+
+
+DEVICES = Table("device-facts", "device facts: page views and links")
+PERSONS = Table("person-facts",
+                "person facts: device shares, signups, billing, emitted credits")
+AGGREGATES = Table("aggregates", "rolling aggregates by partition, hour and measure")
+SPEND_FACTS = Table("spend-facts", "spend lines seen, by campaign")
+SPEND_AGGREGATES = Table("spend-aggregates", "spend by partition, hour and channel")
+TABLES = (DEVICES, PERSONS, AGGREGATES, SPEND_FACTS, SPEND_AGGREGATES)
+"""The worker's tables, each changelogged (`Settings.changelog`)."""
+
+KEEP_FOREVER = {"retention.ms": "-1"}
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic the project owns, with its per-topic config; profiles and changelogs are
+    compacted, every log is kept. Changelogs are created before the worker starts, so that the
+    worker's consumer knows them from its first metadata (a changelog topic it learns about
+    only at the next metadata refresh cannot be written to until then)."""
+    t = settings.topics
+    logs = (*t.all_inputs(), t.credits, t.dead_letters, t.device_events, t.person_events)
+    return {**{settings.changelog(table.name): COMPACTED for table in TABLES},
+            **dict.fromkeys(logs, KEEP_FOREVER), t.profiles: COMPACTED}
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create the missing topics and return their names; existing topics are left as they are."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from streams.broker import client_config
+
+    admin = AdminClient(client_config(settings.kafka_bootstrap))
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [
+        NewTopic(name, num_partitions=settings.partitions, replication_factor=1, config=config)
+        for name, config in topic_configs(settings).items()
+        if name not in existing
+    ]
+    if not wanted:
+        return []
+    for future in admin.create_topics(wanted, request_timeout=timeout_s).values():
+        try:
+            future.result()
+        except Exception as exc:  # a concurrent creator is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    return [t.topic for t in wanted]
