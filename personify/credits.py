@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from personify.broker import BrokerUnreachable, client_config, partitions_of
 from personify.settings import Settings
-from processors.ledger import Ledger
+from readmodels.ledger import Ledger
 
 
 @dataclass(slots=True)

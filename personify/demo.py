@@ -35,8 +35,8 @@ from personify.settings import PROJECT_ROOT, Settings
 from personify.stack import services
 from personify.stack.topics import ensure_topics
 from processors.config import PipelineConfig
-from processors.report import MIN_CUSTOMERS, CreditBook, ProfileBook, build_report
 from processors.spend import SpendBook
+from readmodels.report import MIN_CUSTOMERS, CreditBook, ProfileBook, build_report
 from streams.config_files import load_pipeline_config
 
 DEFAULT_PEOPLE = 20_000

@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from tqdm import tqdm
 
 from personify.settings import Settings
-from processors.views import credit_writes, profile_writes, queue_write
+from readmodels.serving_views import credit_writes, profile_writes, queue_write
 
 PIPELINE_WRITES = 2000
 
