@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY personify ./personify
 COPY streams ./streams
 COPY processors ./processors
+COPY readmodels ./readmodels
 COPY schemas ./schemas
 RUN pip install --no-cache-dir '.[pipeline]'
 ENV PERSONIFY_WEB_HOST=0.0.0.0 \

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from processors.ledger import Ledger
+from readmodels.ledger import Ledger
 from streams.broker import BrokerUnreachable, client_config, partitions_of
 from streams.topology import Settings
 

@@ -33,8 +33,8 @@ from personify.report import TopicReader, Truth, load_truth, render_html, render
 from personify.send import SendSummary, cli_client, send_file
 from personify.stack import services
 from processors.config import PipelineConfig
-from processors.report import MIN_CUSTOMERS, CreditBook, ProfileBook, build_report
 from processors.spend import SpendBook
+from readmodels.report import MIN_CUSTOMERS, CreditBook, ProfileBook, build_report
 from streams.config_files import load_pipeline_config
 from streams.topology import PROJECT_ROOT, Settings, ensure_topics
 

@@ -2,7 +2,7 @@
 
 `TopicReader` reads an output topic from its beginning with a plain assignment (no consumer
 group, nothing committed), so the report never disturbs other subscribers. The tables come
-from `processors/report.py`; this module only formats them: a plain-text report that fits an
+from `readmodels/report.py`; this module only formats them: a plain-text report that fits an
 100-column terminal, and a self-contained HTML page (inline SVG charts, no scripts, no
 external assets). Money is shown in whole major units of the reporting currency.
 """
@@ -23,17 +23,17 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from processors.icp import DIMENSIONS, IdealCustomerProfile, TraitLift
-from processors.mrr_bridge import BridgeMonth
-from processors.report import (
+from readmodels.icp import DIMENSIONS, IdealCustomerProfile, TraitLift
+from readmodels.mrr_bridge import BridgeMonth
+from readmodels.report import (
     ChannelRow,
     ConversionTime,
     Report,
     TruthPerson,
     mean_minor,
 )
-from processors.retention import GroupRetention, Retained, tenths_of_percent
-from processors.spend_return import SpendRow, best_channel
+from readmodels.retention import GroupRetention, Retained, tenths_of_percent
+from readmodels.spend_return import SpendRow, best_channel
 from streams.broker import client_config, partitions_of
 from streams.topology import Settings
 

@@ -42,7 +42,7 @@ from typing import Any, get_args
 
 from processors.attribution import DAY_MS
 from processors.channels import CHANNELS, UNATTRIBUTED
-from processors.mrr_bridge import BridgeMonth, bridge, month_of
+from processors.months import month_of
 from processors.person import Converted, MrrMovement, PersonOutput
 from processors.revenue import Credit, MovementKind
 from processors.segments import SEGMENTS
@@ -101,7 +101,7 @@ MOVEMENT_MINOR = "movement_minor"
 """Qualified by movement kind: sum of signed deltas."""
 BRIDGE = "bridge"
 """All-time only, qualified by `kind@YYYY-MM`: sum of signed deltas of that kind in that
-calendar month (UTC), the MRR bridge's input (processors/mrr_bridge.py)."""
+calendar month (UTC), the MRR bridge's input (readmodels/mrr_bridge.py)."""
 SPEND = "spend"
 """Marketing spend by the channel its utm values classify to (processors/spend.py), under
 `NO_SEGMENT`: spend is bought per campaign, not per segment."""
@@ -491,10 +491,10 @@ def mrr_movements(cells: Cells) -> tuple[MrrRow, ...]:
     )
 
 
-def mrr_bridge(cells: Cells, *, channel: str | None = None,
-               segment: str | None = None) -> tuple[BridgeMonth, ...]:
-    """The MRR bridge by calendar month from the all-time cells: of every acquisition channel
-    and segment together, or of one channel and/or one segment."""
+def bridge_movements(cells: Cells, *, channel: str | None = None,
+                     segment: str | None = None) -> list[tuple[str, str, int]]:
+    """The MRR bridge's input, `(month, kind, signed delta)`, from the all-time cells: of every
+    acquisition channel and segment together, or of one channel and/or one segment."""
     movements = []
     for key, value in cells.items():
         if key.startswith(_BRIDGE_PREFIX):
@@ -502,7 +502,7 @@ def mrr_bridge(cells: Cells, *, channel: str | None = None,
             if channel in (None, cell.channel) and segment in (None, cell.segment):
                 kind, month = (cell.qualifier or "").split("@")
                 movements.append((month, kind, value))
-    return bridge(movements)
+    return movements
 
 
 def spend_by_channel(cells: Cells) -> dict[str, int]:

@@ -64,7 +64,7 @@ from processors.person import (
 )
 from processors.revenue import Credit, credit_record
 from processors.touchpoints import detect_touch
-from processors.views import aggregate_writes, credit_writes, profile_writes
+from readmodels.serving_views import aggregate_writes, credit_writes, profile_writes
 from schemas.contract import headers_for
 from schemas.events import PageView, Signup
 from streams.aggregate_store import fold_then_store

@@ -13,17 +13,18 @@ from redis.exceptions import RedisError
 from processors.aggregates import (
     WINDOWS,
     Cells,
+    bridge_movements,
     channel_segment_report,
     ltv_by_channel,
-    mrr_bridge,
     mrr_movements,
     sum_cells,
 )
-from processors.icp import icp_as_dict, ideal_customer_profile
-from processors.report import MIN_CUSTOMERS, TOP_PERCENT
-from processors.retention import as_dict, retention_of
-from processors.spend_return import spend_answer
-from processors.views import BEST_CUSTOMERS, PREFIX, person_credits_key, person_key
+from readmodels.icp import icp_as_dict, ideal_customer_profile
+from readmodels.mrr_bridge import bridge
+from readmodels.report import MIN_CUSTOMERS, TOP_PERCENT
+from readmodels.retention import as_dict, retention_of
+from readmodels.serving_views import BEST_CUSTOMERS, PREFIX, person_credits_key, person_key
+from readmodels.spend_return import spend_answer
 from streams.context import Pipeline
 
 MAX_LIMIT = 1000
@@ -84,7 +85,7 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
             if isinstance(cells, Response):
                 return cells
             channel, segment = request.query.get("channel"), request.query.get("segment")
-            months = mrr_bridge(cells, channel=channel, segment=segment)
+            months = bridge(bridge_movements(cells, channel=channel, segment=segment))
             return self.json({
                 "channel": channel, "segment": segment, "reporting_currency": currency,
                 "months": [{"month": m.month, "opening_minor": m.opening, "new_minor": m.new,
@@ -207,7 +208,7 @@ def register(app: faust.App, pipeline: Pipeline, guard) -> None:
     @app.page("/reports/spend")
     class SpendAndReturn(View):
         """CAC, ROAS per model, LTV:CAC and payback by channel, all-time, from the aggregate
-        cells (processors/spend_return.py: the report's own function)."""
+        cells (readmodels/spend_return.py: the report's own function)."""
 
         async def get(self, request: Request) -> Response:
             cells = await guarded_cells(self, request, "all")

@@ -22,7 +22,7 @@ from itertools import islice
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from processors.views import BEST_CUSTOMERS, PREFIX, ViewWrite, queue_write
+from readmodels.serving_views import BEST_CUSTOMERS, PREFIX, ViewWrite, queue_write
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)

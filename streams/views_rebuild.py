@@ -17,7 +17,7 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from tqdm import tqdm
 
-from processors.views import credit_writes, profile_writes, queue_write
+from readmodels.serving_views import credit_writes, profile_writes, queue_write
 from streams.topology import Settings
 
 PIPELINE_WRITES = 2000

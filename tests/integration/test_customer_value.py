@@ -17,9 +17,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from processors.aggregates import mrr_movements, sum_cells
-from processors.report import CreditBook, ProfileBook, build_report
-from processors.retention import as_dict
-from processors.views import PREFIX
+from readmodels.report import CreditBook, ProfileBook, build_report
+from readmodels.retention import as_dict
+from readmodels.serving_views import PREFIX
 from tests.chaos.test_kills import Expected, _simulate, send
 from tests.integration.test_event_time_through_the_broker import read_profiles_until
 from tests.integration.test_serving_views import redis_server  # noqa: F401 - a fixture

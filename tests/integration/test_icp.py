@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import orjson
 
-from processors.icp import icp_as_dict
-from processors.report import CreditBook, build_report
+from readmodels.icp import icp_as_dict
+from readmodels.report import CreditBook, build_report
 from tests.chaos.test_kills import Expected, _simulate, send
 from tests.integration.test_customer_value import profiles_through_the_pipeline
 from tests.integration.test_serving_views import (

@@ -17,10 +17,10 @@ import orjson
 from personify.demo import read_spend
 from personify.report import TopicReader
 from processors.config import PipelineConfig
-from processors.report import CreditBook, ProfileBook, build_report
 from processors.spend import SpendBook
-from processors.spend_return import as_dict
 from processors.validation import decode
+from readmodels.report import CreditBook, ProfileBook, build_report
+from readmodels.spend_return import as_dict
 from tests.chaos.test_kills import Expected, send
 from tests.integration.test_event_time_through_the_broker import read_profiles_until
 from tests.integration.test_serving_views import redis_server  # noqa: F401 - a fixture

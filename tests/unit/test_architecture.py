@@ -4,16 +4,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE = sorted(p for pkg in ("processors", "schemas") for p in (ROOT / pkg).rglob("*.py"))
+CORE = sorted(p for pkg in ("processors", "readmodels", "schemas")
+              for p in (ROOT / pkg).rglob("*.py"))
+RULES = sorted((ROOT / "processors").rglob("*.py"))
 FORBIDDEN_MODULES = {"faust", "mode", "aiokafka", "confluent_kafka", "kafka", "redis",
                      "prometheus_client", "os", "time", "streams", "personify"}
+RULES_FORBIDDEN_MODULES = FORBIDDEN_MODULES | {"readmodels"}
+"""The worker's rules never depend on what readers derive from their outputs."""
 FORBIDDEN_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"),
                    ("date", "today"), ("uuid", "uuid4"), ("uuid", "uuid1")}
 GLOBAL_RANDOM = {"random", "randint", "choice", "choices", "shuffle", "uniform", "gauss", "sample",
                  "seed", "randrange", "expovariate", "lognormvariate", "paretovariate"}
 
 
-def _violations(path: Path) -> list[str]:
+def _violations(path: Path, forbidden: set[str] = FORBIDDEN_MODULES) -> list[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found = []
     for node in ast.walk(tree):
@@ -31,7 +35,7 @@ def _violations(path: Path) -> list[str]:
             continue
         else:
             continue
-        found += [n for n in names if n.split(".")[0] in FORBIDDEN_MODULES]
+        found += [n for n in names if n.split(".")[0] in forbidden]
     return found
 
 
@@ -49,6 +53,18 @@ def test_the_check_catches_a_broker_import(tmp_path):
     bad.write_text("import faust\nfrom redis import Redis\nimport random\nrandom.random()\n"
                    "from datetime import datetime\ndatetime.now()\n")
     assert _violations(bad) == ["faust", "redis", "random.random", "datetime.now"]
+
+
+@pytest.mark.parametrize("path", RULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_rules_import_no_read_models(path):
+    assert _violations(path, RULES_FORBIDDEN_MODULES) == []
+
+
+def test_the_check_catches_a_read_model_import_in_the_rules(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import readmodels.report\nfrom readmodels import ledger\n")
+    assert _violations(bad) == []
+    assert _violations(bad, RULES_FORBIDDEN_MODULES) == ["readmodels.report", "readmodels"]
 
 
 SHELL = sorted((ROOT / "streams").rglob("*.py"))

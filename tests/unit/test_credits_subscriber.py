@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from personify.credits import current_totals, differences, render
-from processors.ledger import Ledger
+from readmodels.ledger import Ledger
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 AMOUNTS = ("amount_minor", "reporting_amount_minor")

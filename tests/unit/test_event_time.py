@@ -16,7 +16,7 @@ from collections import defaultdict, deque
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.aggregates import MRR, AggregateConfig, CellKey, fold_many, mrr_bridge
+from processors.aggregates import MRR, AggregateConfig, CellKey, bridge_movements, fold_many
 from processors.attribution import AttributionConfig
 from processors.channels import ChannelConfig
 from processors.config import PipelineConfig
@@ -28,8 +28,9 @@ from processors.reference import (
     resolve_log,
     run_in_event_time,
 )
-from processors.report import CreditBook, ProfileBook, build_report
 from processors.revenue import credit_record
+from readmodels.mrr_bridge import bridge
+from readmodels.report import CreditBook, ProfileBook, build_report
 from schemas.events import PageView, Payment, Refund, Signup, SubscriptionChange, Traits
 
 HOUR = 3_600_000
@@ -177,7 +178,7 @@ def test_any_race_of_the_stages_ends_with_the_batch_computation(log, seed, max_b
     assert _all_time(raced) == _all_time(expected)
     assert _profiles(raced) == _profiles(expected)
     assert _mrr_cells(raced) == _customers_mrr(raced)
-    assert mrr_bridge(_all_time(raced)) == _report_bridge(raced)
+    assert bridge(bridge_movements(_all_time(raced))) == _report_bridge(raced)
 
 
 def _mrr_cells(pipeline: Pipeline) -> dict:

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from personify.report import render_html, render_text
 from personify.simulator import SimulationConfig, add_arguments, generate, run
 from processors.config import PipelineConfig
-from processors.icp import (
+from processors.reference import run_in_event_time
+from processors.validation import decode
+from readmodels.icp import (
     DIMENSIONS,
     UNKNOWN,
     icp_as_dict,
@@ -24,9 +26,7 @@ from processors.icp import (
     trait_lifts,
     trait_values,
 )
-from processors.reference import run_in_event_time
-from processors.report import MIN_CUSTOMERS, TOP_PERCENT, CreditBook, ProfileBook, build_report
-from processors.validation import decode
+from readmodels.report import MIN_CUSTOMERS, TOP_PERCENT, CreditBook, ProfileBook, build_report
 from streams.topology import Settings
 
 Z = 1.959963984540054

@@ -1,6 +1,7 @@
 """The MRR bridge, computed by hand."""
 
-from processors.mrr_bridge import BridgeMonth, add_months, bridge, month_of, months_between
+from processors.months import add_months, month_of, months_between
+from readmodels.mrr_bridge import BridgeMonth, bridge
 
 
 def test_a_bridge_closes_every_month_and_carries_the_closing_over_quiet_months():

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from personify.report import money, render_html, render_text
-from processors.report import (
+from readmodels.report import (
     MIN_CUSTOMERS,
     ChannelDifference,
     CreditBook,
@@ -16,7 +16,7 @@ from processors.report import (
     percentile,
     top_count,
 )
-from processors.retention import retention_of
+from readmodels.retention import retention_of
 from tests.unit.test_retention import AS_OF as RETENTION_AS_OF
 from tests.unit.test_retention import PROFILES as RETENTION_PROFILES
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.customers import customers_of
-from processors.mrr_bridge import add_months, month_of
-from processors.retention import (
+from processors.months import add_months, month_of
+from readmodels.customers import customers_of
+from readmodels.retention import (
     EVERYONE,
     Retained,
     as_dict,

@@ -11,7 +11,6 @@ from processors.aggregates import AggregateConfig, fold_many, merge, windows
 from processors.channels import ChannelConfig, parse_rules
 from processors.config import PipelineConfig
 from processors.money import default_currency_table
-from processors.report import ChannelRow, spend_and_return
 from processors.spend import (
     SpendBook,
     SpendConfig,
@@ -22,7 +21,9 @@ from processors.spend import (
     spend_channel,
     step_spend,
 )
-from processors.spend_return import (
+from processors.validation import Reason, Rejection, decode
+from readmodels.report import ChannelRow, spend_and_return
+from readmodels.spend_return import (
     ChannelTotals,
     as_dict,
     best_channel,
@@ -30,7 +31,6 @@ from processors.spend_return import (
     spend_rows,
     totals_from_cells,
 )
-from processors.validation import Reason, Rejection, decode
 from schemas.events import Spend
 
 DAY_MS = 86_400_000

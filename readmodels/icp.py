@@ -1,6 +1,6 @@
 """The ideal customer profile: the traits the best customers share more often than customers do.
 
-Over the customers among the current profiles (`processors/customers.py`), the **top** customers
+Over the customers among the current profiles (`readmodels/customers.py`), the **top** customers
 are the ⌈`top_percent` %⌉ with the highest lifetime revenue (reporting currency), ties by person
 id. Every customer has exactly one value per dimension (`DIMENSIONS`: industry, company-size
 band, country, plan), `Unknown` when the trait was never sent. For one value, with n customers,
@@ -42,8 +42,8 @@ from fractions import Fraction
 from statistics import NormalDist
 from typing import Any
 
-from processors.customers import customers_of, group_by, top_count
-from processors.retention import tenths_of_percent
+from readmodels.customers import customers_of, group_by, top_count
+from readmodels.retention import tenths_of_percent
 
 INDUSTRY, SIZE, COUNTRY, PLAN = "industry", "company_size", "country", "plan"
 DIMENSIONS = (INDUSTRY, SIZE, COUNTRY, PLAN)

@@ -17,7 +17,7 @@ ratios are exact fractions, rounded only for display (`as_dict`). All-time figur
   months of today's recurring revenue that earn the acquisition cost back.
 - A figure without a denominator (no customers, no spend, no MRR) is None, never infinite.
 - **Small numbers**: n is the channel's new customers; below `min_customers` a row is
-  low-confidence and ranked after every confident row (as in processors/report.py).
+  low-confidence and ranked after every confident row (as in readmodels/report.py).
 
 Rows: every channel with spend, by LTV:CAC among the confident first, then among the
 low-confidence, then the rows without one; ties by channel name.

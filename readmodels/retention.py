@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
 
-from processors.customers import Customer, customers_of, group_by, segment_order
-from processors.mrr_bridge import add_months, month_of, months_between
+from processors.months import add_months, month_of, months_between
+from readmodels.customers import Customer, customers_of, group_by, segment_order
 
 AGES = (3, 6, 12)
 """Months since conversion at which segments and channels are compared."""

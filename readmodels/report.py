@@ -22,10 +22,10 @@ Rules, so every figure can be recomputed by hand:
   figure is a real customer's; the median of an even count is the lower middle.
 - **Time to conversion** is `conversion_ts − first_touch_ts`, over customers whose first touch
   is at or before their conversion.
-- **Retention** (NRR, GRR, logo retention) follows `processors/retention.py`: by conversion
+- **Retention** (NRR, GRR, logo retention) follows `readmodels/retention.py`: by conversion
   cohort, complete months only, pooled over the cohorts old enough; groups rank by NRR with the
   same small-numbers rule.
-- **Ideal customer profile** follows `processors/icp.py`: trait values by lift among the top
+- **Ideal customer profile** follows `readmodels/icp.py`: trait values by lift among the top
   customers over all customers, with an interval; the same small-numbers rule.
 - **Truth**: the pipeline agrees with the simulator on a customer when the acquisition channels
   are equal; people on a shared device (`ambiguous`) are compared apart, because the identity
@@ -41,13 +41,14 @@ from fractions import Fraction
 from typing import Any
 
 from processors.channels import UNATTRIBUTED
-from processors.customers import Customer, customers_of, group_by, segment_order, top_count
-from processors.icp import IdealCustomerProfile, ideal_customer_profile
-from processors.ledger import Ledger
-from processors.mrr_bridge import BridgeMonth, bridge, month_of
+from processors.months import month_of
 from processors.person import profile_is_empty
-from processors.retention import Retention, retention_of
-from processors.spend_return import ChannelTotals, SpendRow, spend_rows
+from readmodels.customers import Customer, customers_of, group_by, segment_order, top_count
+from readmodels.icp import IdealCustomerProfile, ideal_customer_profile
+from readmodels.ledger import Ledger
+from readmodels.mrr_bridge import BridgeMonth, bridge
+from readmodels.retention import Retention, retention_of
+from readmodels.spend_return import ChannelTotals, SpendRow, spend_rows
 
 TOP_PERCENT = 20
 MIN_CUSTOMERS = 10
@@ -283,7 +284,7 @@ class Report:
     """The traits the top customers share more than customers do, and who brings them."""
     truth: TruthComparison | None
     spend: tuple[SpendRow, ...] = ()
-    """Spend and return by channel, by LTV:CAC (processors/spend_return.py); empty without
+    """Spend and return by channel, by LTV:CAC (readmodels/spend_return.py); empty without
     spend."""
 
     @property
@@ -484,7 +485,7 @@ def build_report(profiles: ProfileBook, credits: CreditBook, *, models: Sequence
 def spend_and_return(channels: Sequence[ChannelRow], spend_minor: Mapping[str, int],
                      min_customers: int = MIN_CUSTOMERS) -> tuple[SpendRow, ...]:
     """The spend table from the channel table and each channel's spend: the API computes the
-    same rows from the aggregate cells (`processors.spend_return.totals_from_cells`)."""
+    same rows from the aggregate cells (`readmodels.spend_return.totals_from_cells`)."""
     rows = {row.channel: row for row in channels}
     return spend_rows({channel: _totals(rows.get(channel), spend)
                        for channel, spend in spend_minor.items()}, min_customers)
