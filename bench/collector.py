@@ -36,7 +36,7 @@ from confluent_kafka import TopicPartition
 from bench.progress import say
 from bench.report import RESULTS_DIR, machine
 from bench.sandbox import Sandbox, broker_missing, free_port
-from bench.worker import usage_of
+from personify.stack.proc import usage_of
 from personify.stack.processes import stop_process
 from streams.topology import Settings
 
