@@ -35,9 +35,16 @@ from confluent_kafka import TopicPartition
 
 from bench.progress import say
 from bench.report import RESULTS_DIR, machine
-from bench.sandbox import Sandbox, broker_missing, free_port
+from bench.sandbox import Sandbox, broker_missing
 from personify.stack.proc import usage_of
-from personify.stack.processes import StackError, exit_status, spawn, stop_process, wait_until
+from personify.stack.processes import (
+    StackError,
+    exit_status,
+    free_port,
+    spawn,
+    stop_process,
+    wait_until,
+)
 from streams.topology import Settings
 
 WRITE_KEY = "bench-key"

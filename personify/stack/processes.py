@@ -107,6 +107,13 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the kernel's pick), for a server of a test's own."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def wait_until(ready: Callable[[], bool], *, timeout_s: float, what: str, log: Path,
                gone: Callable[[], str | None] = lambda: None, poll_s: float = 0.25,
                progress: Callable[[str], object] | None = None,

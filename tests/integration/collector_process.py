@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -16,18 +15,13 @@ import pytest
 from personify.stack.processes import (
     StackError,
     exit_status,
+    free_port,
     log_tail,
     spawn,
     stop_process,
     wait_until,
 )
 from streams.topology import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class CollectorProcess:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from personify.stack.processes import StackError
+from personify.stack.processes import StackError, free_port
 from personify.stack.worker_process import WorkerProcess
 from streams.topology import Settings, Topics, ensure_topics
 
@@ -32,19 +31,13 @@ def base_settings() -> Settings:
     return settings
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def isolated_settings(base: Settings, tmp_path: Path, partitions: int = 4) -> Settings:
     """Fresh topics, consumer group and state directory, so tests never see each other's data."""
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{name: f"{getattr(Topics(), name)}-{suffix}"
                        for name in Topics.__dataclass_fields__})
     return replace(base, app_id=f"personify-test-{suffix}", topics=topics,
-                   partitions=partitions, data_dir=tmp_path / "state", web_port=_free_port(),
+                   partitions=partitions, data_dir=tmp_path / "state", web_port=free_port(),
                    store="memory://")
 
 

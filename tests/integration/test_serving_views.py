@@ -7,9 +7,10 @@ from dataclasses import replace
 import orjson
 import pytest
 
+from personify.stack.processes import free_port
 from personify.stack.worker_process import http_get
 from processors.attribution import MODELS
-from tests.integration.conftest import _free_port, consume, produce
+from tests.integration.conftest import consume, produce
 
 HOUR_MS = 3_600_000
 
@@ -18,7 +19,7 @@ class RedisServer:
     """A Redis of the test's own (append-only, so a restart keeps what was written)."""
 
     def __init__(self, directory):
-        self.port, self.directory, self.process = _free_port(), directory, None
+        self.port, self.directory, self.process = free_port(), directory, None
 
     @property
     def url(self):
