@@ -82,8 +82,8 @@ def _server_status(server: KafkaBroker | RedisServer | PrometheusServer) -> tupl
 
 
 def _worker_status(settings: Settings) -> str:
-    pid = stack_worker(settings).managed.pid()
-    url = f"http://{settings.web_host}:{settings.web_port}"
+    worker = stack_worker(settings)
+    pid, url = worker.managed.pid(), worker.url
     answers = port_open(settings.web_host, settings.web_port)
     if pid is not None and answers:
         return f"up      {url} (pid {pid})"
