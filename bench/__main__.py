@@ -22,8 +22,8 @@ from bench.recovery import measure_recovery
 from bench.report import Results, machine
 from bench.sandbox import Sandbox, broker_missing
 from bench.throughput import drain_backlog, write_cost
-from bench.worker import WorkerProcess
 from bench.workload import LIVE_SEED_OFFSET, Backlog, live_stream, produce_backlog, simulate
+from personify.stack.worker_process import WorkerProcess
 from streams.topology import Settings
 
 QUICK = {"people": 20_000, "rate_seconds": 20.0}
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started_at = datetime.now(UTC)
     sandbox = Sandbox.create(base)
-    worker = WorkerProcess(sandbox.settings, sandbox.workdir / "worker.log")
+    worker = WorkerProcess(sandbox.settings, sandbox.workdir / "worker.log", poll_s=0.05,
+                           start_timeout_s=300)
     say(f"run {sandbox.token}: topics *-bench-{sandbox.token}, app id "
         f"{sandbox.settings.app_id}, files in {sandbox.workdir}")
     try:

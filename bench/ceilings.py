@@ -24,9 +24,9 @@ from bench.broker import produce_patiently
 from bench.kafka_tools import ToolRate, consumer_performance, producer_performance
 from bench.progress import say
 from bench.sandbox import Sandbox
-from bench.worker import usage_of
 from bench.workload import Backlog
 from personify.sdk import PRODUCER_DEFAULTS
+from personify.stack.proc import usage_of
 from processors import messages
 from processors.config import PipelineConfig
 from processors.identity import Claim, DeviceInput, DeviceState, SignupSeen, step_device

@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -35,9 +35,16 @@ from confluent_kafka import TopicPartition
 
 from bench.progress import say
 from bench.report import RESULTS_DIR, machine
-from bench.sandbox import Sandbox, broker_missing, free_port
-from bench.worker import usage_of
-from personify.stack.processes import stop_process
+from bench.sandbox import Sandbox, broker_missing
+from personify.stack.proc import usage_of
+from personify.stack.processes import (
+    StackError,
+    exit_status,
+    free_port,
+    spawn,
+    stop_process,
+    wait_until,
+)
 from streams.topology import Settings
 
 WRITE_KEY = "bench-key"
@@ -156,22 +163,24 @@ def start_collector(settings: Settings, workdir: Path) -> tuple[subprocess.Popen
     config = workdir / "collector.toml"
     config.write_text(f'[sources.bench]\nwrite_key = "{WRITE_KEY}"\n')
     port = free_port()
-    env = {**os.environ, **replace(settings, collector_port=port,
-                                   collector_config_file=str(config)).to_env()}
-    log = open(workdir / "collector.log", "ab")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen([sys.executable, "-m", "personify.cli", "collect"], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    import urllib.request
+    env = replace(settings, collector_port=port, collector_config_file=str(config)).to_env()
+    process = spawn([sys.executable, "-m", "personify.cli", "collect"],
+                    workdir / "collector.log", env)
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                return process, port
+                return True
         except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"collector not answering; see {workdir / 'collector.log'}")
+            return False
+
+    try:
+        wait_until(answers, timeout_s=30, what=f"the collector on {port}",
+                   log=workdir / "collector.log", gone=lambda: exit_status(process), poll_s=0.2)
+    except StackError:
+        process.kill()
+        raise
+    return process, port
 
 
 def stored_events(settings: Settings) -> int:

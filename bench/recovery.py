@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bench.broker import end_offsets
 from bench.progress import say
 from bench.sandbox import Sandbox
-from bench.worker import WorkerProcess
+from personify.stack.worker_process import WorkerProcess
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import sys
 import tempfile
 import uuid
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from personify.stack.processes import free_port
 from streams.topology import TABLES, Settings, Topics, ensure_topics
 
 
@@ -29,12 +29,6 @@ def broker_missing(settings: Settings) -> bool:
               "stack with `.venv/bin/personify stack up`", file=sys.stderr)
         return True
     return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from bench.broker import end_offsets, group_lag, payload_bytes
 from bench.kafka_tools import disk_bytes
 from bench.progress import say
 from bench.sandbox import Sandbox
-from bench.worker import WorkerFailed, WorkerProcess
 from bench.workload import Backlog
+from personify.stack.processes import StackError
+from personify.stack.worker_process import WorkerProcess
 
 CONSUMED = "personify_events_consumed_total"
 POLL_S = 0.2
@@ -58,8 +59,8 @@ def drain_backlog(worker: WorkerProcess, sandbox: Sandbox, backlog: Backlog,
         if credits >= backlog.expected_credits:
             break
         if now - ready_at > timeout_s:
-            raise WorkerFailed(f"{credits:,} of {backlog.expected_credits:,} credit records "
-                               f"after {timeout_s:.0f} s:\n{worker.log_tail()}")
+            raise StackError(f"{credits:,} of {backlog.expected_credits:,} credit records "
+                              f"after {timeout_s:.0f} s:\n{worker.log_tail()}")
         if not consumed_all_at or now - last_report >= REPORT_EVERY_S:
             consumed = worker.metrics().get(CONSUMED, 0.0)
             if not consumed_all_at and consumed >= backlog.events:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,13 +24,13 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
 from personify import simulator
 from personify.report import TopicReader, Truth, load_truth, render_html, render_text
 from personify.send import SendSummary, cli_client, send_file
 from personify.stack import services
+from personify.stack.worker_process import http_get, samples, start_stack_worker, totals_by_name
 from processors.config import PipelineConfig
 from processors.spend import SpendBook
 from readmodels.report import MIN_CUSTOMERS, CreditBook, ProfileBook, build_report
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     with phases.phase("stack", "local stack (Kafka, Redis, Prometheus)"):
         bring_up_stack(settings)
     with phases.phase("worker", "worker"):
-        state = services.start_worker(settings)
+        state = start_stack_worker(settings)
         print(f"worker on http://{settings.web_host}:{settings.web_port}: {state}")
     with phases.phase("simulate", f"simulate {args.people:,} people over {args.days} days "
                                   f"(seed {args.seed})"):
@@ -173,22 +172,13 @@ class WorkerCounts:
 
     @classmethod
     def scrape(cls, settings: Settings) -> WorkerCounts:
-        request = urllib.request.Request(
-            f"http://{settings.web_host}:{settings.web_port}/metrics",
-            headers={"Authorization": f"Bearer {settings.api_token}"} if settings.api_token
-            else {})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
+        status, body = http_get(settings, "/metrics")
+        if status != 200:
             return cls()
-        sums: dict[str, float] = {}
-        movements: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
-                if sample.name == "personify_mrr_movements_total":
-                    movements[sample.labels["kind"]] = sample.value
+        text = body.decode()
+        sums = totals_by_name(text)
+        movements = {labels["kind"]: value for name, labels, value in samples(text)
+                     if name == "personify_mrr_movements_total"}
         dead = sums.get("personify_dead_letters_total", 0.0)
         return cls(consumed=sums.get("personify_events_consumed_total", 0.0),
                    finished=sums.get("personify_events_processed_total", 0.0) + dead,

@@ -8,7 +8,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from personify.stack.processes import Managed, StackError, log_tail, port_open, wait_until
+from personify.stack.processes import Managed, StackError, exit_status, port_open, wait_until
 from streams.topology import Settings
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -137,11 +137,9 @@ class KafkaBroker:
             if fmt.returncode != 0:
                 raise StackError("formatting the Kafka data directory failed:\n"
                                  + (fmt.stdout + fmt.stderr)[-3000:])
-        self.process.start([*java, "kafka.Kafka", str(self.config_file)])
-        try:
-            wait_until(self.ready, timeout_s=90, what=self.describe(), log=self.process.log_file)
-        except StackError as exc:
-            raise StackError(f"{exc}\n{log_tail(self.process.log_file)}") from exc
+        broker = self.process.start([*java, "kafka.Kafka", str(self.config_file)])
+        wait_until(self.ready, timeout_s=90, what=self.describe(), log=self.process.log_file,
+                   gone=lambda: exit_status(broker))
         return "started"
 
     def _write_config(self) -> None:

@@ -12,6 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from personify.stack.proc import is_zombie
+
+PROGRESS_EVERY_S = 10.0
+
 
 class StackError(RuntimeError):
     """A problem the user can fix; the message says how."""
@@ -46,20 +50,12 @@ class Managed:
         self.pid_file.unlink(missing_ok=True)
         return None
 
-    def start(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+    def start(self, argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """In a session of its own, so it outlives the command that started it."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            process = subprocess.Popen(
-                list(argv),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, **(env or {})},
-            )
+        process = spawn(argv, self.log_file, env, start_new_session=True)
         self.pid_file.write_text(str(process.pid))
-        return process.pid
+        return process
 
     def stop(self, timeout_s: float = 20.0) -> bool:
         """SIGTERM, then SIGKILL after `timeout_s`; False when nothing of ours was running."""
@@ -76,6 +72,16 @@ class Managed:
         return True
 
 
+def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
+          start_new_session: bool = False) -> subprocess.Popen:
+    """`argv` with stdout and stderr appended to `log` and `env` over this process's own."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=start_new_session,
+                                env={**os.environ, **(env or {})})
+
+
 def _cmdline(pid: int) -> str | None:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -90,10 +96,9 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap our own exited child so it is not a zombie
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return not is_zombie(Path(f"/proc/{pid}/stat").read_text())
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def port_open(host: str, port: int) -> bool:
@@ -102,13 +107,42 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_until(ready: Callable[[], bool], *, timeout_s: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.25)
-    raise StackError(f"{what} did not become ready within {timeout_s:.0f} s; see {log}")
+def free_port() -> int:
+    """A port nothing listens on now (the kernel's pick), for a server of a test's own."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(ready: Callable[[], bool], *, timeout_s: float, what: str, log: Path,
+               gone: Callable[[], str | None] = lambda: None, poll_s: float = 0.25,
+               progress: Callable[[str], object] | None = None,
+               clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], object] = time.sleep) -> float:
+    """Poll `ready` until it holds; returns the seconds waited. Fails at `timeout_s`, or at once
+    when `gone()` says why the process is no longer there, either way with the end of its log;
+    `progress` hears every `PROGRESS_EVERY_S` that the wait goes on."""
+    started = clock()
+    said = started
+    while not ready():
+        now = clock()
+        if (why := gone()) is not None:
+            raise StackError(f"{what} {why} before it was ready; the end of {log}:\n"
+                             f"{log_tail(log)}")
+        if now - started >= timeout_s:
+            raise StackError(f"{what} did not become ready within {timeout_s:.0f} s; the end of "
+                             f"{log}:\n{log_tail(log)}")
+        if progress is not None and now - said >= PROGRESS_EVERY_S:
+            said = now
+            progress(f"  still waiting for {what} ({now - started:.0f} s of {timeout_s:.0f})")
+        sleep(poll_s)
+    return clock() - started
+
+
+def exit_status(process: subprocess.Popen) -> str | None:
+    """For `wait_until(gone=...)`: None while `process` runs."""
+    code = process.poll()
+    return None if code is None else f"exited with code {code}"
 
 
 def stop_process(process: subprocess.Popen, timeout_s: float = 30) -> None:

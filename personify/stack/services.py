@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from personify.stack.kafka import KafkaBroker
-from personify.stack.processes import Managed, StackError, log_tail, port_open, wait_until
+from personify.stack.processes import StackError, log_tail, port_open
 from personify.stack.prometheus import PrometheusServer
 from personify.stack.redis import RedisServer
+from personify.stack.worker_process import stack_worker
 from streams.topology import Settings, ensure_topics
 
 SERVICE_NAMES = ("kafka", "redis", "prometheus")
@@ -20,11 +18,6 @@ SERVICE_NAMES = ("kafka", "redis", "prometheus")
 def servers(settings: Settings) -> dict[str, KafkaBroker | RedisServer | PrometheusServer]:
     return {"kafka": KafkaBroker(settings), "redis": RedisServer(settings),
             "prometheus": PrometheusServer(settings)}
-
-
-def worker_process(settings: Settings) -> Managed:
-    root = settings.cache_dir
-    return Managed("worker", root / "run", root / "logs", marker="personify worker")
 
 
 def up(settings: Settings, names: tuple[str, ...] = SERVICE_NAMES, started_file: Path | None = None,
@@ -51,7 +44,7 @@ def up(settings: Settings, names: tuple[str, ...] = SERVICE_NAMES, started_file:
 def down(settings: Settings, names: tuple[str, ...] = ("worker", *SERVICE_NAMES),
          progress=print) -> None:
     """Stop only processes the project started (found by their pid files)."""
-    managed = {"worker": worker_process(settings)}
+    managed = {"worker": stack_worker(settings).managed}
     managed.update({name: server.process for name, server in servers(settings).items()})
     for name in names:
         stopped = managed[name].stop()
@@ -89,8 +82,8 @@ def _server_status(server: KafkaBroker | RedisServer | PrometheusServer) -> tupl
 
 
 def _worker_status(settings: Settings) -> str:
-    pid = worker_process(settings).pid()
-    url = f"http://{settings.web_host}:{settings.web_port}"
+    worker = stack_worker(settings)
+    pid, url = worker.managed.pid(), worker.url
     answers = port_open(settings.web_host, settings.web_port)
     if pid is not None and answers:
         return f"up      {url} (pid {pid})"
@@ -105,32 +98,9 @@ def _worker_status(settings: Settings) -> str:
 
 
 def logs(settings: Settings, name: str, lines: int) -> None:
-    managed = worker_process(settings) if name == "worker" else servers(settings)[name].process
-    print(log_tail(managed.log_file, lines))
-
-
-def start_worker(settings: Settings, progress=print) -> str:
-    """Run `personify worker` in the background and wait until its web server answers /health."""
-    worker = worker_process(settings)
-    health = f"http://{settings.web_host}:{settings.web_port}/health"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(health, timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    if worker.pid() is not None:
-        wait_until(healthy, timeout_s=60, what="the worker", log=worker.log_file)
-        return "already running"
-    if port_open(settings.web_host, settings.web_port):
-        raise StackError(f"port {settings.web_port} is taken by another process; choose another "
-                         "with PERSONIFY_WEB_PORT.")
-    executable = shutil.which("personify") or sys.argv[0]
-    worker.start([executable, "worker"])
-    wait_until(healthy, timeout_s=120, what="the worker", log=worker.log_file)
-    return "started"
+    log = (stack_worker(settings).log if name == "worker"
+           else servers(settings)[name].process.log_file)
+    print(log_tail(log, lines))
 
 
 def wipe(settings: Settings) -> None:

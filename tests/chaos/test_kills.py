@@ -145,8 +145,7 @@ def assert_as_if_nothing_happened(settings, expected: Expected, reader: CreditRe
 def kill_and_restart(worker, start_worker, rng: random.Random, kills: int, log: list):
     for _ in range(kills):
         time.sleep(rng.uniform(0.3, 2.5))
-        worker.process.kill()
-        worker.process.wait()
+        worker.kill()
         killed = time.monotonic()
         worker = start_worker(worker.settings, name="restarted")
         log.append(time.monotonic() - killed)

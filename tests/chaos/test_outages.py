@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import pytest
 
+from personify.stack.processes import free_port
 from tests.chaos.test_kills import (
     KILLS,
     SEED,
@@ -23,7 +24,6 @@ from tests.chaos.test_kills import (
     kill_and_restart,
     send,
 )
-from tests.integration.conftest import _free_port
 from tests.integration.test_event_time_through_the_broker import CreditReader
 
 
@@ -38,10 +38,9 @@ def test_kills_then_a_takeover_by_a_second_worker_change_nothing(
     stream = send(settings, lines, rate=1500)
     worker = kill_and_restart(worker, start_worker, random.Random(SEED), KILLS, [])
     stream.join()
-    second = start_worker(replace(settings, data_dir=tmp_path / "second", web_port=_free_port()),
+    second = start_worker(replace(settings, data_dir=tmp_path / "second", web_port=free_port()),
                           name="second")
-    worker.process.kill()  # the second worker takes every partition over from the changelogs
-    worker.process.wait()
+    worker.kill()  # the second worker takes every partition over from the changelogs
 
     assert_as_if_nothing_happened(settings, expected, reader)
     assert second.get("/ready")[0] == 200
@@ -81,4 +80,4 @@ def test_a_broker_stopped_and_started_mid_stream_changes_nothing(settings, start
     # emitted every credit and a new consumer read them all: the reader's matter, not the
     # pipeline's.
     assert_as_if_nothing_happened(settings, expected, CreditReader(settings))
-    assert worker.process.poll() is None and worker.get("/ready")[0] == 200
+    assert worker.alive() and worker.get("/ready")[0] == 200

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import http.client
-import os
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,14 +12,16 @@ from typing import Any
 import orjson
 import pytest
 
-from personify.stack.processes import stop_process
+from personify.stack.processes import (
+    StackError,
+    exit_status,
+    free_port,
+    log_tail,
+    spawn,
+    stop_process,
+    wait_until,
+)
 from streams.topology import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class CollectorProcess:
@@ -39,22 +38,20 @@ class CollectorProcess:
         return self.settings.collector_port
 
     def start(self, timeout_s: float = 30) -> CollectorProcess:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "personify.cli", "collect"],
-            env={**os.environ, **self.settings.to_env()}, stdout=self._log,
-            stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"collector exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if self.request("GET", "/health")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"collector not answering within {timeout_s} s:\n{self.log()}")
+        process = self.process = spawn([sys.executable, "-m", "personify.cli", "collect"],
+                                       self.log_path, self.settings.to_env())
+        try:
+            wait_until(self._answers, timeout_s=timeout_s, what=f"the collector on {self.port}",
+                       log=self.log_path, gone=lambda: exit_status(process), poll_s=0.2)
+        except StackError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return self.request("GET", "/health")[0] == 200
+        except OSError:
+            return False
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None,
@@ -79,10 +76,8 @@ class CollectorProcess:
         return self.process is not None and self.process.poll() is None
 
     def log(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process, timeout_s=15)
-        if getattr(self, "_log", None):
-            self._log.close()

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,7 +13,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from personify.stack.processes import stop_process
+from personify.stack.processes import StackError, free_port
+from personify.stack.worker_process import WorkerProcess
 from streams.topology import Settings, Topics, ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -35,19 +31,13 @@ def base_settings() -> Settings:
     return settings
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def isolated_settings(base: Settings, tmp_path: Path, partitions: int = 4) -> Settings:
     """Fresh topics, consumer group and state directory, so tests never see each other's data."""
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{name: f"{getattr(Topics(), name)}-{suffix}"
                        for name in Topics.__dataclass_fields__})
     return replace(base, app_id=f"personify-test-{suffix}", topics=topics,
-                   partitions=partitions, data_dir=tmp_path / "state", web_port=_free_port(),
+                   partitions=partitions, data_dir=tmp_path / "state", web_port=free_port(),
                    store="memory://")
 
 
@@ -58,82 +48,23 @@ def settings(base_settings: Settings, tmp_path: Path) -> Settings:
     return isolated
 
 
-class Worker:
-    """`personify worker` in a child process, as an operator would run it."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings = settings
-        self.log_path = log
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = 90) -> Worker:
-        env = {**os.environ, **self.settings.to_env()}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the worker
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "personify.cli", "worker", "--loglevel", "warning"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self.get("/ready")[0] == 200:
-                return self
-            time.sleep(0.3)
-        pytest.fail(f"worker not ready within {timeout_s} s:\n{self.log_tail()}")
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        url = f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
-        token = self.settings.api_token
-        request = urllib.request.Request(
-            url, headers={"Authorization": f"Bearer {token}"} if token else {})
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
-        except OSError:
-            return 0, b""
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples of `name` whose labels include `labels`."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        status, body = self.get("/metrics")
-        assert status == 200
-        total = 0.0
-        for family in text_string_to_metric_families(body.decode()):
-            for sample in family.samples:
-                if sample.name == name and labels.items() <= sample.labels.items():
-                    total += sample.value
-        return total
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process:
-            stop_process(self.process)
-        if getattr(self, "_log", None):
-            self._log.close()
-
-
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator:
-    workers: list[Worker] = []
+    """`personify worker` in a child process, as an operator would run it; stopped at the end."""
+    workers: list[WorkerProcess] = []
 
-    def start(settings: Settings, name: str = "worker") -> Worker:
-        worker = Worker(settings, tmp_path / f"{name}-{len(workers)}.log").start()
+    def start(settings: Settings, name: str = "worker") -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"{name}-{len(workers)}.log")
         workers.append(worker)
+        try:
+            worker.start(timeout_s=90)
+        except StackError as exc:
+            pytest.fail(str(exc), pytrace=False)
         return worker
 
     yield start
     for worker in workers:
-        worker.stop()
+        worker.stop(timeout_s=30)
 
 
 def producer(settings: Settings) -> Producer:

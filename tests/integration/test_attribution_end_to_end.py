@@ -1,6 +1,5 @@
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -87,8 +86,7 @@ def test_a_worker_killed_during_a_burst_of_corrections_loses_and_doubles_nothing
     reader = CreditReader(settings)
     _cli(settings, "send", "--no-progress", str(reordered))
     time.sleep(1.5)
-    worker.process.send_signal(signal.SIGKILL)
-    worker.process.wait()
+    worker.kill()
     start_worker(settings, name="restarted")
 
     resolved = reader.read_until(expected)

@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from personify.stack.processes import free_port
 from schemas.contract import validator
 from streams.partitioner import partition_for
 from streams.topology import Settings, ensure_topics
-from tests.integration.collector_process import CollectorProcess, free_port
+from tests.integration.collector_process import CollectorProcess
 from tests.integration.conftest import consume, isolated_settings, values
 
 pytestmark = pytest.mark.integration

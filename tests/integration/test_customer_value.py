@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
-import urllib.request
 from collections import defaultdict
 from dataclasses import replace
 
 import orjson
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
+from personify.stack.worker_process import samples
 from processors.aggregates import mrr_movements, sum_cells
 from readmodels.report import CreditBook, ProfileBook, build_report
 from readmodels.retention import as_dict
@@ -45,17 +44,15 @@ def _nonzero(cells: dict) -> dict:
 
 
 def _http(worker, path: str):
-    url = f"http://{worker.settings.web_host}:{worker.settings.web_port}{path}"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.read().decode()
+    status, body = worker.get(path)
+    assert status == 200, (path, status, body[:300])
+    return body.decode()
 
 
 def _from_metrics(worker) -> dict[tuple[str, str], int]:
-    cells = {}
-    for family in text_string_to_metric_families(_http(worker, "/metrics")):
-        if family.name == "personify_mrr_minor_units":
-            for sample in family.samples:
-                cells[sample.labels["channel"], sample.labels["segment"]] = int(sample.value)
+    cells = {(labels["channel"], labels["segment"]): int(value)
+             for name, labels, value in samples(worker.exposition())
+             if name == "personify_mrr_minor_units"}
     return _nonzero(cells)
 
 

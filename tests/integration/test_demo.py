@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from personify.stack.services import worker_process
+from personify.stack.worker_process import stack_worker
 from streams.topology import Settings
 from tests.integration.conftest import isolated_settings
 
@@ -32,7 +32,7 @@ def demo_settings(base_settings: Settings, tmp_path: Path):
     settings = replace(isolated_settings(base_settings, tmp_path), cache_dir=tmp_path / "cache")
     yield settings
     personify(settings, "stack", "down", "--only", "worker", timeout_s=60)
-    assert worker_process(settings).pid() is None
+    assert stack_worker(settings).managed.pid() is None
 
 
 def test_demo_prints_the_answer_and_writes_the_html_report(demo_settings, tmp_path):
@@ -51,5 +51,6 @@ def test_demo_prints_the_answer_and_writes_the_html_report(demo_settings, tmp_pa
     assert "total " in out.splitlines()[-1]
     page = report.read_text()
     assert "<svg" in page and "<script" not in page
-    assert worker_process(demo_settings).pid() is not None  # the demo leaves the worker running
+    # the demo leaves the worker running
+    assert stack_worker(demo_settings).managed.pid() is not None
     assert (demo_settings.cache_dir / "demo").is_dir()

@@ -12,9 +12,10 @@ import yaml
 
 from ops.grafana import build_dashboard
 from personify.stack.debian import ensure_program
+from personify.stack.processes import free_port
 from personify.stack.prometheus import LOCAL_CONFIG, RULES
 from processors.attribution import MODELS
-from tests.integration.conftest import _free_port, consume, produce, values
+from tests.integration.conftest import consume, produce, values
 from tests.integration.test_serving_views import RedisServer, _eventually
 
 HOUR_MS = 3_600_000
@@ -25,7 +26,7 @@ class Prometheus:
     """A Prometheus of the test's own: the config `personify stack up` writes, scraping faster."""
 
     def __init__(self, directory, target: str) -> None:
-        self.directory, self.target, self.port = directory, target, _free_port()
+        self.directory, self.target, self.port = directory, target, free_port()
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Prometheus":

@@ -2,14 +2,15 @@ import json
 import shutil
 import subprocess
 import time
-import urllib.request
 from dataclasses import replace
 
 import orjson
 import pytest
 
+from personify.stack.processes import free_port
+from personify.stack.worker_process import http_get
 from processors.attribution import MODELS
-from tests.integration.conftest import _free_port, consume, produce
+from tests.integration.conftest import consume, produce
 
 HOUR_MS = 3_600_000
 
@@ -18,7 +19,7 @@ class RedisServer:
     """A Redis of the test's own (append-only, so a restart keeps what was written)."""
 
     def __init__(self, directory):
-        self.port, self.directory, self.process = _free_port(), directory, None
+        self.port, self.directory, self.process = free_port(), directory, None
 
     @property
     def url(self):
@@ -73,14 +74,9 @@ def _payment(settings, event_id, ts, amount):
 
 
 def _get(worker, path, token=None):
-    request = urllib.request.Request(
-        f"http://{worker.settings.web_host}:{worker.settings.web_port}{path}",
-        headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    """(status, JSON answer), bearing `token` only, whatever the worker's own."""
+    status, body = http_get(replace(worker.settings, api_token=token or ""), path)
+    return status, json.loads(body)
 
 
 def _eventually(check, timeout_s=60):
@@ -171,12 +167,7 @@ def test_api_errors_are_json_and_a_token_guards_every_route_but_health(
 
 
 def _status(worker, path):
-    url = f"http://{worker.settings.web_host}:{worker.settings.web_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
+    return http_get(replace(worker.settings, api_token=""), path)[0]
 
 
 def _listening_addresses(port):

@@ -14,7 +14,7 @@ import pytest
 from personify import cli
 from personify.stack.kafka import KafkaBroker
 from personify.stack.processes import stop_process
-from personify.stack.services import worker_process
+from personify.stack.worker_process import stack_worker
 from streams.topology import Settings
 
 
@@ -136,9 +136,9 @@ def test_other_errors_are_explained_in_one_line(error, phrases):
 def test_stack_status_says_when_a_pid_file_and_the_configured_port_disagree(tmp_path):
     cache = tmp_path / "cache"
     settings = Settings(cache_dir=cache)
-    kafka, worker = KafkaBroker(settings).process, worker_process(settings)
+    kafka, worker = KafkaBroker(settings).process, stack_worker(settings).managed
     sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
-                for marker in (kafka.marker, "personify worker")]
+                for marker in (kafka.marker, worker.marker)]
     try:
         kafka.run_dir.mkdir(parents=True)
         kafka.pid_file.write_text(str(sleepers[0].pid))
