@@ -9,9 +9,9 @@ the re-read could skip a claim the lost take had sent, and that person would kee
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from functools import partial
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from processors import messages
 from processors.config import PipelineConfig
@@ -31,11 +31,9 @@ from processors.touchpoints import detect_touch
 from schemas.events import PageView, Signup
 from streams.dead_letters import DeadLetters, Record
 from streams.metrics import Metrics
-from streams.stages.records import InPartitions, Outbox, batches, delivered
+from streams.stages.records import Effect, InPartitions, Outbox, batches, delivered
 from streams.state_cache import CachedStates, TableWrites
 from streams.topology import Topics
-
-Effect = Callable[[Any, str, Any], Awaitable | None]
 
 
 class DeviceStage:

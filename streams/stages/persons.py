@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import orjson
 
@@ -31,10 +31,8 @@ from schemas.contract import headers_for
 from streams.aggregate_store import AggregateStore, fold_then_store
 from streams.dead_letters import DeadLetters, Record, Send, wall_ms
 from streams.metrics import Metrics
-from streams.stages.records import InPartitions, batches, delivered
+from streams.stages.records import Effect, InPartitions, batches, delivered
 from streams.state_cache import CachedStates
-
-Effect = Callable[[Any, str, Any], Awaitable | None]
 
 
 class PersonStage:

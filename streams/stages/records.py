@@ -28,6 +28,11 @@ InPartitions = Callable[[list[Any]], Taken]
 """The writes of a take of these records, each in the partition it belongs to."""
 
 
+Effect = Callable[[Any, str, Any], Awaitable | None]
+"""What a stage does with one decision of its processor: `effect(stage, key, decision)`, the
+delivery to await if it sends one."""
+
+
 class Outbox:
     """The batches a stage sends to the partitions of one internal topic."""
 

@@ -19,17 +19,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from processors.spend import SpendConfig, SpendDuplicate, SpendRecorded, SpendState, step_spend
 from processors.validation import Rejection, ValidationConfig, decode
 from streams.aggregate_store import AggregateStore, fold_then_store
 from streams.dead_letters import DeadLetters, Record, wall_ms
 from streams.metrics import Metrics
-from streams.stages.records import InPartitions, delivered
+from streams.stages.records import Effect, InPartitions, delivered
 from streams.state_cache import CachedStates
-
-Effect = Callable[[Any, str, Any], None]
 
 
 def partition_of(key: str) -> int:

@@ -19,6 +19,7 @@ from processors.identity import DeviceState
 from processors.messages import encode_batch
 from processors.person import PersonState
 from processors.routing import Forward, route_input
+from processors.spend import SpendState
 from processors.validation import Rejection, decode
 from schemas.events import Event
 from streams.aggregate_store import AggregateStore
@@ -28,6 +29,7 @@ from streams.partitioner import partition_for
 from streams.stages.devices import DeviceStage
 from streams.stages.persons import PersonStage
 from streams.stages.records import Outbox
+from streams.stages.spend import SpendStage, partition_of
 from streams.state_cache import CachedStates
 from streams.topology import Topics
 
@@ -121,7 +123,7 @@ class Views:
 
 @dataclass
 class Stages:
-    """A device and a person stage owning every partition, and all they touch."""
+    """The stateful stages, owning every partition, and all they touch."""
 
     partitions: int
     config: PipelineConfig
@@ -146,6 +148,12 @@ class Stages:
             send_credit=self.sends.to(NAMES.credits), send_profile=self.sends.to(NAMES.profiles),
             queue_views=self.views.queue, dead_letters=dead_letters, metrics=self.metrics,
             config=self.config, clock=lambda: self.now_ms)
+        self.spend = SpendStage(
+            CachedStates(self.tables["spend_facts"], SpendState.from_dict, 100, partition_of),
+            AggregateStore(self.tables["spend_aggregates"],
+                           AggregateConfig.for_models(self.config.attribution.models)),
+            dead_letters, self.metrics, self.config.spend, self.config.validation,
+            clock=lambda: self.now_ms)
 
     def metric(self, name: str, **labels) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from base64 import b64decode
+from pathlib import Path
 from typing import get_args
 
 import orjson
@@ -57,6 +58,7 @@ from tests.unit.stage_harness import (
     simulated,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = PipelineConfig()
 AGGREGATES = AggregateConfig.for_models(CONFIG.attribution.models)
 
@@ -261,3 +263,19 @@ def test_a_record_that_is_no_batch_is_dead_lettered_and_the_stream_goes_on(stage
         assert len(stages.sends.on(NAMES.person_events)) == 1
     else:
         assert stages.metric("personify_events_processed_total", topic=NAMES.billing) == 1
+
+
+def test_a_spend_line_is_counted_once_whether_read_again_or_sent_twice():
+    stages = Stages(1, CONFIG, 1_800_000_000_000)
+    line = (ROOT / "schemas" / "examples" / "spend.v1.paid_search_day.json").read_bytes()
+    read = [Record(b"k", line, Message(NAMES.spend, 0, offset)) for offset in (0, 0, 1)]
+    read.append(Record(b"k", b"{}", Message(NAMES.spend, 0, 2)))
+
+    asyncio.run(stages.spend.take(in_partitions, read))
+
+    assert [stages.metric(f"personify_{name}_total", topic=NAMES.spend)
+            for name in ("events_consumed", "events_processed", "replayed_events",
+                         "duplicate_events")] == [4, 1, 1, 1]
+    [letter] = stages.sends.values(NAMES.dead_letters)
+    assert (letter["topic"], letter["offset"]) == (NAMES.spend, 2)
+    assert sum(stages.spend.aggregates.state(0).all_time.values()) > 0
