@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from base64 import b64decode
+from collections import defaultdict
 from pathlib import Path
 from typing import get_args
 
@@ -22,7 +23,7 @@ from processors.identity import (
     Stitched,
     TouchDropped,
 )
-from processors.messages import encode, encode_batch
+from processors.messages import decode_batch, encode, encode_batch
 from processors.person import (
     Converted,
     Corrected,
@@ -53,6 +54,7 @@ from tests.unit.stage_harness import (
     Message,
     Record,
     Stages,
+    Table,
     device_batches,
     in_partitions,
     simulated,
@@ -279,3 +281,53 @@ def test_a_spend_line_is_counted_once_whether_read_again_or_sent_twice():
     [letter] = stages.sends.values(NAMES.dead_letters)
     assert (letter["topic"], letter["offset"]) == (NAMES.spend, 2)
     assert sum(stages.spend.aggregates.state(0).all_time.values()) > 0
+
+
+def items(sent: list) -> list:
+    """The (key, item) pairs of batch records, whatever the batches."""
+    return [pair for record in sent for pair in decode_batch(orjson.loads(record.value))]
+
+
+def read_in_takes(stage, log: list[Record], sizes: list[int]) -> None:
+    async def run():
+        start = 0
+        for size in sizes:
+            await stage.take(in_partitions, log[start:start + size])
+            start += size
+    asyncio.run(run())
+
+
+def copied(tables: dict[str, Table]) -> dict[str, Table]:
+    """The tables as a worker restores them from their changelogs."""
+    restored: dict[str, Table] = defaultdict(Table)
+    for name, table in tables.items():
+        restored[name].update(table)
+    return restored
+
+
+@pytest.mark.parametrize("stage", ["devices", "persons"])
+def test_a_crash_after_delivering_reads_again_and_sends_the_very_same_records(workload, stage):
+    inputs, now_ms, _ = workload
+    upstream = Stages(1, CONFIG, now_ms)
+    log = device_batches(inputs, 1, CONFIG, now_ms, per_take=7)[0]
+    if stage == "persons":
+        read_in_takes(upstream.devices, log, [1] * len(log))
+        log = upstream.sends.log(NAMES.person_events)[0]
+    out = NAMES.person_events if stage == "devices" else NAMES.credits
+    committed, crashed_at = len(log) // 3, 2 * len(log) // 3
+    worker = Stages(1, CONFIG, now_ms)
+    read_in_takes(getattr(worker, stage), log, [1] * committed)
+    restored = copied(worker.tables)
+    sent_before = len(worker.sends.on(out))
+    read_in_takes(getattr(worker, stage), log[committed:], [crashed_at - committed])
+    lost_take = worker.sends.on(out)[sent_before:]
+
+    takeover = Stages(1, CONFIG, now_ms, tables=restored)
+    read_in_takes(getattr(takeover, stage), log[committed:], [2, 5, len(log)])
+
+    again = takeover.sends.on(out)
+    if stage == "devices":
+        assert items(again)[:len(items(lost_take))] == items(lost_take)
+    else:
+        assert [s.value for s in again][:len(lost_take)] == [s.value for s in lost_take]
+    assert lost_take
