@@ -7,6 +7,7 @@ import logging
 import faust
 
 from streams.context import Pipeline
+from streams.faust_internals import report_gaps_instead_of_skipping
 from streams.operations import BoundedStopApp, never_a_gap
 from streams.topology import Settings, ensure_topics
 
@@ -45,13 +46,11 @@ def create_app(settings: Settings) -> faust.App:
     # Table writes queue here until sent; past this many the stream waits, polling per message.
     # A batch writes hundreds of keys at once, so let the queue take a few batches.
     app.producer.buffer.max_messages = 20_000
-    app.consumer._add_gap = never_a_gap
+    report_gaps_instead_of_skipping(app, never_a_gap)
     pipeline = Pipeline.build(app, settings)
-    from streams import agents, spend, web
+    from streams import stages, web
 
-    agents.register(app, pipeline)
-    spend.register_spend(app, pipeline)
-    agents.register_health(app, pipeline)
+    stages.register(app, pipeline)
     web.register(app, pipeline)
     return app
 

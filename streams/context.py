@@ -35,7 +35,7 @@ class Pipeline:
     views: ServingViews
     aggregates: AggregateStore
     spend_aggregates: AggregateStore
-    """Spend by channel, per spend partition (streams/spend.py)."""
+    """Spend by channel, per spend partition (streams/stages/spend.py)."""
     status: WorkerStatus
 
     def owned_aggregates(self, partitions: set[int]) -> list[Aggregate]:

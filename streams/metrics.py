@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATE_EVENT_OUTCOMES = ("corrected", "beyond_horizon")
 """What became of an event that arrived after a credit it changes (DESIGN.md §11)."""
 STAGES = ("validate", "stitch", "credit")
-"""The worker's stages (streams/agents.py `validate_all`, `stitch_all`, `credit_all`)."""
+"""The worker's stages as `personify_take_seconds` labels them (streams/intake.py, stages/)."""
 
 
 @dataclass(frozen=True)

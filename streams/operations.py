@@ -66,18 +66,12 @@ def committed_only_when_done(events: list[faust.EventT]) -> Iterator[None]:
         event.message.decref()
 
 
-def committed_offset(app: faust.App, tp: Any) -> int | None:
-    """The group's committed offset of `tp` as the consumer knows it (from the assignment,
-    then from each commit; None when the group has none: it starts from the earliest)."""
-    return app.consumer._committed_offset.get(tp)  # Faust keeps it; there is no public getter
-
-
 async def never_a_gap(tp: Any, offset_from: int, offset_to: int) -> None:
     """Faust marks the offsets between two records it delivers as done when they are not
     consecutive (compacted or transactional topics have such gaps), and its commit then moves
     past them. The stages' topics have none: a missing offset is a record the client did not
-    deliver, which must be read, not skipped. Installed as the consumer's `_add_gap` (private;
-    Faust has no switch for it), it only says so; `DeliveredInOrder` ends the process."""
+    deliver, which must be read, not skipped. Installed in Faust's place
+    (streams/faust_internals.py), it only says so; `DeliveredInOrder` ends the process."""
     log.error("offsets %d to %d of %s were not delivered in order", offset_from, offset_to - 1,
               tp)
 
@@ -129,13 +123,12 @@ class Takes:
         self._assigned = asyncio.Event()
         self._owned: set = set()
 
-    async def run(self, stream: faust.StreamT, most: int, within: float,
+    async def run(self, stream: faust.StreamT, stage: str, most: int, within: float,
                   process: Callable[[list[faust.EventT]], Awaitable[None]]) -> None:
         """`process` each take of up to `most` events of the stream (waiting `within` seconds
         to fill one), kept to the partitions owned and committed only when it completed. The
         time from a take read to its completion (outputs delivered, state written) is observed
-        by stage: the stage is the name of `process` less `_all` (`credit_all` → `credit`)."""
-        stage = getattr(process, "func", process).__name__.removesuffix("_all")
+        under `stage`."""
         async for taken in stream.take_events(most, within=within):
             started = time.monotonic()
             events = await self.admit(taken)

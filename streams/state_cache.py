@@ -29,6 +29,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import faust
 import orjson
 
+from streams.faust_internals import set_current_event
+
 T = TypeVar("T")
 
 
@@ -48,7 +50,7 @@ class TakenPartitions:
     def write(self, partition: int, write: Callable[[], T]) -> T:
         """`write()` (synchronous) as if processing an event of `partition`."""
         def as_in_partition() -> T:
-            self._stream._set_current_event(self._events[partition])
+            set_current_event(self._stream, self._events[partition])
             return write()
 
         before = self._stream.current_event

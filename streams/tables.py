@@ -40,7 +40,7 @@ class TableRegistry:
     spend_facts: faust.Table
     """source/medium/campaign → SpendState: the event ids of that campaign's spend lines."""
     spend_aggregates: faust.Table
-    """Like `aggregates`, for the spend partitions (streams/spend.py): spend by channel."""
+    """Like `aggregates`, for the spend partitions (streams/stages/spend.py): spend by channel."""
 
 
 def declare_tables(app: faust.App, settings: Settings) -> TableRegistry:

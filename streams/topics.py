@@ -18,7 +18,7 @@ class TopicRegistry:
     inputs: faust.TopicT
     """page views, signups and billing: one stream, the source topic tells the schema."""
     spend: faust.TopicT
-    """marketing spend, keyed source/medium/campaign: read by its own stage (streams/spend.py)."""
+    """marketing spend, keyed source/medium/campaign: its own stage (streams/stages/spend.py)."""
     device_events: faust.TopicT
     """batches of valid page views and signups, partitioned by anonymous_id (murmur2)."""
     person_events: faust.TopicT

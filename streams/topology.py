@@ -28,7 +28,7 @@ class Topics:
     signups: str = "signups-v1"
     billing: str = "billing-v1"
     spend: str = "marketing-spend-v1"
-    """`spend/1`: what each campaign cost per UTC day (read by its own stage, streams/spend.py)."""
+    """`spend/1`: what each campaign cost per UTC day (its own stage: streams/stages/spend.py)."""
     credits: str = "attribution-credits-v2"
     """`credit/2` records, corrections included (`-v1` carried `credit/1`, without them)."""
     profiles: str = "profiles-v1"

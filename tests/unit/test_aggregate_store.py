@@ -11,34 +11,15 @@ from hypothesis import strategies as st
 from processors.aggregates import fold_many
 from streams.aggregate_store import AggregateStore
 from streams.state_cache import TableWrites
+from tests.unit.stage_harness import Table, Taken
 from tests.unit.test_aggregates import CONFIG, MINUTE_MS, T0, converted, credit, movement
 
 
-class Table(dict):
-    """A table whose changelog is the list of writes that reached it, in order."""
-
-    def __init__(self):
-        super().__init__()
-        self.data = self
-        self.changelog: list[tuple[bytes, bytes | None]] = []
-
-    def send_changelog(self, partition, key, value, value_serializer=None):
-        self.changelog.append((key, value))
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-
-class Taken:
-    def write(self, partition, write):
-        return write()
-
-
-def restored(changelog: list[tuple[bytes, bytes | None]]) -> Table:
+def restored(changelog: list[tuple[int, bytes, bytes | None]]) -> Table:
     """A table rebuilt from a changelog, as a worker taking the partition over does."""
     table = Table()
     table.changelog = list(changelog)
-    for key, value in changelog:
+    for _, key, value in changelog:
         if value is None:
             table.pop(key, None)
         else:
