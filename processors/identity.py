@@ -124,7 +124,9 @@ _TOUCH_FIELDS = tuple(f.name for f in fields(Touch))
 
 
 def touch_to_list(touch: Touch) -> list[Any]:
-    return [getattr(touch, name) for name in _TOUCH_FIELDS]
+    """The fields of `Touch` in their order (spelled out: this runs for every stored touch)."""
+    return [touch.event_id, touch.ts, touch.anonymous_id, touch.channel, touch.source,
+            touch.medium, touch.campaign]
 
 
 def touch_from_list(values: list[Any]) -> Touch:
@@ -247,6 +249,8 @@ class Accepted:
 
 DeviceOutput = Claim | SignupSeen | LinkRefused | TouchDropped | Stitched | Duplicate | Accepted
 DetectTouch = Callable[[PageView, int | None], Touch | None]
+"""A view's touch if it starts a visit after a view at `previous_view_ts` (None: the first);
+the touch itself does not depend on `previous_view_ts`, only whether there is one."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,11 +401,11 @@ def step_device(
                                           event.event_id, event.traits))
             continue
         user = None if config.is_junk(event.user_id) else event.user_id
-        candidate = detect_touch(event, None)
+        intrinsic = detect_touch(event, event.ts)  # a visit even right after another view
+        candidate = intrinsic or detect_touch(event, None)
         assert candidate is not None, "a device's first view always starts a visit"
-        views[event.event_id] = ViewFact(event.event_id, event.ts, user,
-                                         detect_touch(event, event.ts) is not None, candidate,
-                                         item.origin)
+        views[event.event_id] = ViewFact(event.event_id, event.ts, user, intrinsic is not None,
+                                         candidate, item.origin)
         new_touches.append(event.event_id)
         if event.user_id is not None:
             links[(kind, event.event_id)] = LinkFact(event.event_id, event.ts, event.user_id,
@@ -420,7 +424,7 @@ def step_device(
                    if e in decisions.refused)
     dropped_before = derive_device(
         anonymous_id, previous, session_timeout_ms=session_timeout_ms,
-        config=config).dropped if previous.views else {}
+        config=config).dropped if decisions.dropped and previous.views else {}
     outputs.extend(TouchDropped(reason, e) for e, reason in decisions.dropped.items()
                    if e not in dropped_before)
     sent = dict(state.sent)
