@@ -26,10 +26,12 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from processors.junk import is_junk_id
-from processors.touch import Touch
+from processors.touch import Touch, in_event_time
 from schemas.events import PageView, Signup, Traits
 
 DAY_MS = 86_400_000
@@ -80,7 +82,12 @@ class IdentityConfig:
                 raise ValueError(f"IdentityConfig.{f.name} must be >= 1, got {value}")
 
     def is_junk(self, value: str | None) -> bool:
-        return is_junk_id(value, self.junk_block_list)
+        return _is_junk(value, self.junk_block_list)
+
+
+IDS_CACHED = 65536
+"""Ids whose junk check is kept: a device's and a person's ids are checked on every step."""
+_is_junk = lru_cache(maxsize=IDS_CACHED)(is_junk_id)
 
 
 def device_key(event: PageView | Signup, config: IdentityConfig) -> str | None:
@@ -134,11 +141,7 @@ def touch_from_list(values: list[Any]) -> Touch:
 
 
 def touch_to_dict(touch: Touch) -> dict[str, Any]:
-    return {name: getattr(touch, name) for name in _TOUCH_FIELDS}
-
-
-def _fact_order(fact: ViewFact | LinkFact) -> tuple[int, str]:
-    return (fact.ts, fact.event_id)
+    return dict(zip(_TOUCH_FIELDS, touch_to_list(touch), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,8 +341,7 @@ def derive_device(anonymous_id: str, state: DeviceState, *, session_timeout_ms: 
     return DeviceDecisions(claims, refused, dropped, tuple(pending))
 
 
-def _claimed_order(claimed: ClaimedTouch) -> tuple[int, str]:
-    return (claimed.touch.ts, claimed.touch.event_id)
+_claimed_order = attrgetter("touch.ts", "touch.event_id")
 
 
 def _claim_key(claim: Claim) -> tuple[int | None, tuple[str, ...]]:
@@ -414,8 +416,8 @@ def step_device(
     if not new_touches and not new_links:
         return state, outputs
     state = DeviceState(
-        views=tuple(sorted(views.values(), key=_fact_order))[-config.max_device_views:],
-        links=tuple(sorted(links.values(), key=_fact_order))[:config.max_device_links],
+        views=tuple(sorted(views.values(), key=in_event_time))[-config.max_device_views:],
+        links=tuple(sorted(links.values(), key=in_event_time))[:config.max_device_links],
         sent=state.sent,
     )
     decisions = derive_device(anonymous_id, state, session_timeout_ms=session_timeout_ms,
