@@ -127,9 +127,6 @@ class LinkFact:
     origin: str = ""
 
 
-_TOUCH_FIELDS = tuple(f.name for f in fields(Touch))
-
-
 def touch_to_list(touch: Touch) -> list[Any]:
     """The fields of `Touch` in their order (spelled out: this runs for every stored touch)."""
     return [touch.event_id, touch.ts, touch.anonymous_id, touch.channel, touch.source,
@@ -141,7 +138,9 @@ def touch_from_list(values: list[Any]) -> Touch:
 
 
 def touch_to_dict(touch: Touch) -> dict[str, Any]:
-    return dict(zip(_TOUCH_FIELDS, touch_to_list(touch), strict=True))
+    return {"event_id": touch.event_id, "ts": touch.ts, "anonymous_id": touch.anonymous_id,
+            "channel": touch.channel, "source": touch.source, "medium": touch.medium,
+            "campaign": touch.campaign}
 
 
 @dataclass(frozen=True, slots=True)

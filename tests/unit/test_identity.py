@@ -34,6 +34,7 @@ from processors.identity import (
     device_key,
     step_device,
     touch_from_list,
+    touch_to_dict,
     touch_to_list,
 )
 from processors.touch import Touch
@@ -315,7 +316,8 @@ def _dropped(outputs):
     return sorted((o.event_id, o.reason) for o in outputs if isinstance(o, TouchDropped))
 
 
-def test_a_touch_stored_as_a_list_keeps_every_field_in_order():
+def test_a_touch_stored_as_a_list_or_a_dict_keeps_every_field_in_order():
     touch = Touch("e1", 5, "a1", "Paid Search", "google", "cpc", "spring")
     assert touch_to_list(touch) == [getattr(touch, f.name) for f in fields(Touch)]
+    assert touch_to_dict(touch) == {f.name: getattr(touch, f.name) for f in fields(Touch)}
     assert touch_from_list(touch_to_list(touch)) == touch
