@@ -429,6 +429,7 @@ def step_device(
     outputs.extend(TouchDropped(reason, e) for e, reason in decisions.dropped.items()
                    if e not in dropped_before)
     sent = dict(state.sent)
+    claimed = len(outputs)
     for person in sorted({*sent, *decisions.claims}):
         claim = decisions.claims.get(person) or Claim(person, anonymous_id, None, ())
         key = _claim_key(claim)
@@ -438,8 +439,8 @@ def step_device(
             sent.pop(person, None)
         else:
             sent[person] = key
-    if stitched := len(_owned(sent) - _owned(state.sent)):
-        outputs.append(Stitched(stitched))
+    if len(outputs) > claimed and (stitched := len(_owned(sent) - _owned(state.sent))):
+        outputs.append(Stitched(stitched))  # (no claim sent: `sent` is as it was)
     return DeviceState(state.views, state.links, sent), outputs
 
 
