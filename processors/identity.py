@@ -26,10 +26,12 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from processors.junk import is_junk_id
-from processors.touch import Touch
+from processors.touch import Touch, in_event_time
 from schemas.events import PageView, Signup, Traits
 
 DAY_MS = 86_400_000
@@ -80,7 +82,12 @@ class IdentityConfig:
                 raise ValueError(f"IdentityConfig.{f.name} must be >= 1, got {value}")
 
     def is_junk(self, value: str | None) -> bool:
-        return is_junk_id(value, self.junk_block_list)
+        return _is_junk(value, self.junk_block_list)
+
+
+IDS_CACHED = 65536
+"""Ids whose junk check is kept: a device's and a person's ids are checked on every step."""
+_is_junk = lru_cache(maxsize=IDS_CACHED)(is_junk_id)
 
 
 def device_key(event: PageView | Signup, config: IdentityConfig) -> str | None:
@@ -120,11 +127,10 @@ class LinkFact:
     origin: str = ""
 
 
-_TOUCH_FIELDS = tuple(f.name for f in fields(Touch))
-
-
 def touch_to_list(touch: Touch) -> list[Any]:
-    return [getattr(touch, name) for name in _TOUCH_FIELDS]
+    """The fields of `Touch` in their order (spelled out: this runs for every stored touch)."""
+    return [touch.event_id, touch.ts, touch.anonymous_id, touch.channel, touch.source,
+            touch.medium, touch.campaign]
 
 
 def touch_from_list(values: list[Any]) -> Touch:
@@ -132,11 +138,9 @@ def touch_from_list(values: list[Any]) -> Touch:
 
 
 def touch_to_dict(touch: Touch) -> dict[str, Any]:
-    return {name: getattr(touch, name) for name in _TOUCH_FIELDS}
-
-
-def _fact_order(fact: ViewFact | LinkFact) -> tuple[int, str]:
-    return (fact.ts, fact.event_id)
+    return {"event_id": touch.event_id, "ts": touch.ts, "anonymous_id": touch.anonymous_id,
+            "channel": touch.channel, "source": touch.source, "medium": touch.medium,
+            "campaign": touch.campaign}
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +251,8 @@ class Accepted:
 
 DeviceOutput = Claim | SignupSeen | LinkRefused | TouchDropped | Stitched | Duplicate | Accepted
 DetectTouch = Callable[[PageView, int | None], Touch | None]
+"""A view's touch if it starts a visit after a view at `previous_view_ts` (None: the first);
+the touch itself does not depend on `previous_view_ts`, only whether there is one."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,8 +340,7 @@ def derive_device(anonymous_id: str, state: DeviceState, *, session_timeout_ms: 
     return DeviceDecisions(claims, refused, dropped, tuple(pending))
 
 
-def _claimed_order(claimed: ClaimedTouch) -> tuple[int, str]:
-    return (claimed.touch.ts, claimed.touch.event_id)
+_claimed_order = attrgetter("touch.ts", "touch.event_id")
 
 
 def _claim_key(claim: Claim) -> tuple[int | None, tuple[str, ...]]:
@@ -397,11 +402,11 @@ def step_device(
                                           event.event_id, event.traits))
             continue
         user = None if config.is_junk(event.user_id) else event.user_id
-        candidate = detect_touch(event, None)
+        intrinsic = detect_touch(event, event.ts)  # a visit even right after another view
+        candidate = intrinsic or detect_touch(event, None)
         assert candidate is not None, "a device's first view always starts a visit"
-        views[event.event_id] = ViewFact(event.event_id, event.ts, user,
-                                         detect_touch(event, event.ts) is not None, candidate,
-                                         item.origin)
+        views[event.event_id] = ViewFact(event.event_id, event.ts, user, intrinsic is not None,
+                                         candidate, item.origin)
         new_touches.append(event.event_id)
         if event.user_id is not None:
             links[(kind, event.event_id)] = LinkFact(event.event_id, event.ts, event.user_id,
@@ -410,8 +415,8 @@ def step_device(
     if not new_touches and not new_links:
         return state, outputs
     state = DeviceState(
-        views=tuple(sorted(views.values(), key=_fact_order))[-config.max_device_views:],
-        links=tuple(sorted(links.values(), key=_fact_order))[:config.max_device_links],
+        views=tuple(sorted(views.values(), key=in_event_time))[-config.max_device_views:],
+        links=tuple(sorted(links.values(), key=in_event_time))[:config.max_device_links],
         sent=state.sent,
     )
     decisions = derive_device(anonymous_id, state, session_timeout_ms=session_timeout_ms,
@@ -420,10 +425,11 @@ def step_device(
                    if e in decisions.refused)
     dropped_before = derive_device(
         anonymous_id, previous, session_timeout_ms=session_timeout_ms,
-        config=config).dropped if previous.views else {}
+        config=config).dropped if decisions.dropped and previous.views else {}
     outputs.extend(TouchDropped(reason, e) for e, reason in decisions.dropped.items()
                    if e not in dropped_before)
     sent = dict(state.sent)
+    claimed = len(outputs)
     for person in sorted({*sent, *decisions.claims}):
         claim = decisions.claims.get(person) or Claim(person, anonymous_id, None, ())
         key = _claim_key(claim)
@@ -433,8 +439,8 @@ def step_device(
             sent.pop(person, None)
         else:
             sent[person] = key
-    if stitched := len(_owned(sent) - _owned(state.sent)):
-        outputs.append(Stitched(stitched))
+    if len(outputs) > claimed and (stitched := len(_owned(sent) - _owned(state.sent))):
+        outputs.append(Stitched(stitched))  # (no claim sent: `sent` is as it was)
     return DeviceState(state.views, state.links, sent), outputs
 
 

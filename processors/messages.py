@@ -72,16 +72,17 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
-def _flat(record: Any) -> dict[str, Any]:
+def fields_dict(record: Any) -> dict[str, Any]:
+    """A flat dataclass's fields by name (nested records stay records)."""
     return {name: getattr(record, name) for name in _field_names(type(record))}
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
-    data = _flat(event)
+    data = fields_dict(event)
     if isinstance(event, PageView) and event.campaign is not None:
-        data["campaign"] = _flat(event.campaign)
+        data["campaign"] = fields_dict(event.campaign)
     if isinstance(event, Signup):
-        data["traits"] = _flat(event.traits)
+        data["traits"] = fields_dict(event.traits)
     data["kind"] = _KIND_OF[type(event)]
     return data
 
@@ -98,18 +99,23 @@ def event_from_dict(data: dict[str, Any]) -> Event:
 
 def encode(message: StageMessage) -> dict[str, Any]:
     if isinstance(message, Sourced):
-        return {"k": "event", "e": event_to_dict(message.event), "src": _flat(message.source)}
+        source = message.source
+        return {"k": "event", "e": event_to_dict(message.event),
+                "src": {"topic": source.topic, "partition": source.partition,
+                        "offset": source.offset, "raw": source.raw}}
     if isinstance(message, Claim):
         return {"k": "claim", "p": message.person_id, "a": message.anonymous_id,
                 "l": message.linked_ts,
                 "t": [[touch_to_list(c.touch), c.logged_in] for c in message.touches]}
-    return {"k": "signup", **_flat(message), "traits": _flat(message.traits)}
+    return {"k": "signup", **fields_dict(message), "traits": fields_dict(message.traits)}
 
 
 def decode(data: dict[str, Any]) -> StageMessage:
     kind = data["k"]
     if kind == "event":
-        return Sourced(event_from_dict(data["e"]), Source(**data["src"]))
+        source = data["src"]
+        return Sourced(event_from_dict(data["e"]), Source(
+            source["topic"], source["partition"], source["offset"], source["raw"]))
     if kind == "claim":
         return Claim(data["p"], data["a"], data["l"],
                      tuple(ClaimedTouch(touch_from_list(t), li) for t, li in data["t"]))

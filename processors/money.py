@@ -6,7 +6,6 @@ of the design agree to the cent.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -15,6 +14,8 @@ from functools import cache
 from importlib import resources
 from math import lcm
 from types import MappingProxyType
+
+import orjson
 
 Rate = str | Decimal | Fraction | int
 """An exact rate: a decimal string such as `"1.08"`, a Decimal, a Fraction or an int."""
@@ -121,8 +122,8 @@ def exact_rate(code: str, rate: object) -> Fraction:
 @cache
 def default_currency_table() -> CurrencyTable:
     """The packaged static table (`processors/data/currencies.json`), loaded once."""
-    text = resources.files("processors").joinpath("data/currencies.json").read_text("utf-8")
-    return CurrencyTable.from_mapping(json.loads(text)["currencies"])
+    data = resources.files("processors").joinpath("data/currencies.json").read_bytes()
+    return CurrencyTable.from_mapping(orjson.loads(data)["currencies"])
 
 
 def is_known_currency(code: str, table: CurrencyTable | None = None) -> bool:

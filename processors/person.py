@@ -17,7 +17,7 @@ a person was first credited, their basis is final: late facts are counted, not a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from processors.config import PipelineConfig
@@ -32,7 +32,7 @@ from processors.identity import (
     touch_to_dict,
     touch_to_list,
 )
-from processors.messages import Sourced, event_from_dict, event_to_dict
+from processors.messages import Sourced, event_from_dict, event_to_dict, fields_dict
 from processors.money import to_reporting
 from processors.revenue import (
     CORRECTION_CAUSES,
@@ -49,7 +49,7 @@ from processors.revenue import (
     retraction,
 )
 from processors.segments import segment_of
-from processors.touch import Touch
+from processors.touch import Touch, in_event_time
 from schemas.events import Payment, Refund, SubscriptionChange, Traits
 
 STATE_VERSION = 2
@@ -100,7 +100,7 @@ class PersonState:
             "devices": {anonymous_id: [c.linked_ts, [[touch_to_list(t.touch), t.logged_in]
                                                      for t in c.touches]]
                         for anonymous_id, c in self.devices.items()},
-            "signups": {e: [s.ts, s.anonymous_id, _flat(s.traits)]
+            "signups": {e: [s.ts, s.anonymous_id, fields_dict(s.traits)]
                         for e, s in self.signups.items()},
             "billing": {e: [event_to_dict(event), origin]
                         for e, (event, origin) in self.billing.items()},
@@ -135,10 +135,6 @@ class PersonState:
             converted=None if data["converted"] is None else tuple(data["converted"]),
             movements={e: tuple(m) for e, m in data["movements"].items()},
         )
-
-
-def _flat(record: Any) -> dict[str, Any]:
-    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,10 +356,10 @@ def person_facts(state: PersonState, config: PipelineConfig) -> Facts:
                 assert claim.linked_ts is not None
                 touches.append((claimed.touch, max(claimed.touch.ts, claim.linked_ts)))
     touches.sort(key=lambda pair: (pair[0].ts, pair[0].event_id))
-    events = sorted((b for b, _ in state.billing.values()), key=lambda b: (b.ts, b.event_id))
+    events = sorted((b for b, _ in state.billing.values()), key=in_event_time)
     return Facts(
         touches=tuple(touches),
-        signups=tuple(sorted(state.signups.values(), key=lambda s: (s.ts, s.event_id))),
+        signups=tuple(sorted(state.signups.values(), key=in_event_time)),
         revenue=tuple(e for e in events if isinstance(e, (Payment, Refund))),
         changes=tuple(e for e in events if isinstance(e, SubscriptionChange)),
         devices=tuple(sorted(admitted)),
@@ -378,7 +374,7 @@ def traits_as_of(signups: Iterable[SignupSeen], ts: int | None = None) -> Traits
     for signup in signups:
         if ts is not None and signup.ts > ts:
             break
-        merged.update((k, v) for k, v in _flat(signup.traits).items() if v is not None)
+        merged.update((k, v) for k, v in fields_dict(signup.traits).items() if v is not None)
     return Traits(**merged)
 
 
@@ -543,7 +539,7 @@ def profile_record(state: PersonState, facts: Facts, config: PipelineConfig) -> 
         "acquisition_channel": None if basis is None else basis.acquisition_channel,
         "acquisition_campaign": None if basis is None else basis.acquisition_campaign,
         "segment": segment_of(traits, config.segments),
-        "traits": _flat(traits),
+        "traits": fields_dict(traits),
         "lifetime_revenue_minor": lifetime,
         "mrr_minor": steps[-1].mrr_reporting_minor if steps else 0,
         "reporting_currency": attribution.reporting_currency,

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from processors.attribution import AttributionConfig, CreditLine, credit_lines
 from processors.channels import UNATTRIBUTED
 from processors.money import allocate_by_parts, integer_parts, to_reporting
-from processors.touch import Touch
+from processors.touch import Touch, in_event_time
 from schemas.events import Payment, Refund, SubscriptionChange
 
 CREDIT_SCHEMA = "credit/2"
@@ -127,7 +127,7 @@ def acquisition_journey(touches: Iterable[tuple[Touch, int]], conversion_ts: int
     start = conversion_ts - lookback_ms
     return tuple(sorted((touch for touch, known_at in touches
                          if start <= touch.ts <= conversion_ts and known_at <= conversion_ts),
-                        key=lambda touch: (touch.ts, touch.event_id)))
+                        key=in_event_time))
 
 
 def signup_milestone(journey: Sequence[Touch], signup_ts: int | None) -> int:
@@ -356,7 +356,7 @@ def mrr_steps(changes: Iterable[SubscriptionChange], config: AttributionConfig) 
     latest: dict[str, int] = {}
     total, churned = 0, False
     steps = []
-    for change in sorted(changes, key=lambda c: (c.ts, c.event_id)):
+    for change in sorted(changes, key=in_event_time):
         latest[change.subscription_id] = to_reporting(
             change.mrr_minor, change.currency, config.currency_table, config.reporting_currency)
         after = sum(latest.values())

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
+
+in_event_time = attrgetter("ts", "event_id")
+"""`(ts, event_id)` of a touch, fact or event: the order every rule reads them in (a sort key
+run in C, as it is applied to whole histories on every step)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from processors.channels import ChannelConfig, classify
 from processors.touch import Touch
@@ -54,12 +55,16 @@ class _Reading:
 
 
 def _read(view: PageView) -> _Reading:
-    page = split_url(view.url)
+    return _read_parts(view.url, view.referrer, view.campaign)
+
+
+def _read_parts(url: str, referrer: str | None, campaign: Campaign | None) -> _Reading:
+    page = split_url(url)
     return _Reading(
         page_host=page.host,
-        referrer_host=split_url(view.referrer).host,
+        referrer_host=split_url(referrer).host,
         params=query_values(page.query) if page.query else {},
-        campaign=view.campaign,
+        campaign=campaign,
     )
 
 
@@ -164,6 +169,23 @@ def campaign_data(view: PageView, config: ChannelConfig) -> tuple[str, str, str 
     return _campaign_data(_read(view), config)
 
 
+VISITS_CACHED = 4096
+"""Origins of visits kept (`_origin`): a site has few landing pages, referrers and campaigns,
+and every page view of a device is read twice (on its own, then after the previous view)."""
+
+
+@lru_cache(maxsize=VISITS_CACHED)
+def _origin(url: str, referrer: str | None, campaign: Campaign | None, config: ChannelConfig
+            ) -> tuple[bool, str, str, str | None, str]:
+    """(starts a visit whatever came before, source, medium, campaign, channel): all a touch
+    takes from its view besides its identity and time."""
+    reading = _read_parts(url, referrer, campaign)
+    intrinsic = _has_campaign_data(reading) or _is_external_host(
+        reading.referrer_host, reading.page_host, config.own_domains)
+    source, medium, name = _campaign_data(reading, config)
+    return intrinsic, source, medium, name, classify(source, medium, name, config)
+
+
 def detect_touch(
     view: PageView, previous_view_ts: int | None, config: ChannelConfig
 ) -> Touch | None:
@@ -172,15 +194,16 @@ def detect_touch(
     `previous_view_ts` is the event time of the previous page view of the same anonymous id,
     whoever viewed it (visits are per device), None for the device's first view.
     """
-    reading = _read(view)
-    if not _starts_visit(reading, view.ts, previous_view_ts, config):
+    intrinsic, source, medium, campaign, channel = _origin(view.url, view.referrer,
+                                                            view.campaign, config)
+    if not (previous_view_ts is None or view.ts - previous_view_ts >= config.session_timeout_ms
+            or intrinsic):
         return None
-    source, medium, campaign = _campaign_data(reading, config)
     return Touch(
         event_id=view.event_id,
         ts=view.ts,
         anonymous_id=view.anonymous_id,
-        channel=classify(source, medium, campaign, config),
+        channel=channel,
         source=source,
         medium=medium,
         campaign=campaign,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import fields
 from functools import partial
 
 import orjson
@@ -32,6 +33,9 @@ from processors.identity import (
     derive_device,
     device_key,
     step_device,
+    touch_from_list,
+    touch_to_dict,
+    touch_to_list,
 )
 from processors.touch import Touch
 from processors.touchpoints import detect_touch
@@ -310,3 +314,10 @@ def test_each_dropped_touch_is_reported_once_whatever_the_batches_and_order(batc
 
 def _dropped(outputs):
     return sorted((o.event_id, o.reason) for o in outputs if isinstance(o, TouchDropped))
+
+
+def test_a_touch_stored_as_a_list_or_a_dict_keeps_every_field_in_order():
+    touch = Touch("e1", 5, "a1", "Paid Search", "google", "cpc", "spring")
+    assert touch_to_list(touch) == [getattr(touch, f.name) for f in fields(Touch)]
+    assert touch_to_dict(touch) == {f.name: getattr(touch, f.name) for f in fields(Touch)}
+    assert touch_from_list(touch_to_list(touch)) == touch
