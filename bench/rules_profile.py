@@ -27,9 +27,9 @@ from functools import lru_cache, partial
 from typing import Any
 
 import orjson
-
 from personify.partitioner import partition_for
 from personify.settings import Settings
+
 from personify.simulator.population import SimulationConfig
 from personify.simulator.stream import generate
 from processors import messages
