@@ -27,8 +27,6 @@ from functools import lru_cache, partial
 from typing import Any
 
 import orjson
-from personify.partitioner import partition_for
-from personify.settings import Settings
 
 from personify.simulator.population import SimulationConfig
 from personify.simulator.stream import generate
@@ -40,6 +38,8 @@ from processors.revenue import Credit, credit_record
 from processors.routing import Forward, route_input
 from processors.touchpoints import detect_touch
 from schemas.events import PageView, Signup
+from streams.partitioner import partition_for
+from streams.topology import Settings
 
 BATCH = 1000
 """Input events per batch: what the input stage takes per consume."""

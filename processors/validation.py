@@ -28,7 +28,14 @@ from typing import Any, Final
 import orjson
 
 from processors.junk import is_junk_id
-from schemas.contract import INPUT_SCHEMAS, SchemaError, TopicKind, load_schema, validator
+from schemas.contract import (
+    INPUT_SCHEMAS,
+    NO_CONTROL_CHARACTER,
+    SchemaError,
+    TopicKind,
+    load_schema,
+    validator,
+)
 from schemas.events import (
     Campaign,
     InputEvent,
@@ -284,10 +291,10 @@ def _broken_rule(rule: str, limit: Any) -> str:
             return f"is longer than {limit} characters"
         case "minLength":
             return "must not be empty" if limit == 1 else f"is shorter than {limit} characters"
+        case "pattern" if limit == NO_CONTROL_CHARACTER:
+            return "contains a control character"
         case "pattern":
             return "does not have the expected format"
-        case "not":  # the schemas use `not` only to keep control characters out of ids
-            return "contains a control character"
         case "maximum":
             return f"is above the maximum {limit}"
         case "minimum":

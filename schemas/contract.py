@@ -53,19 +53,41 @@ def load_schema(schema_name: str) -> dict[str, Any]:
     return _load_file(schema_file(schema_name).name)
 
 
+CONTROL_CHARACTER: Final = "[\\u0000-\\u001F\\u007F]"
+"""The pattern the contract's `not` keeps out of ids: any control character."""
+NO_CONTROL_CHARACTER: Final = "^[^\\u0000-\\u001F\\u007F]*$"
+"""The same rule as one positive pattern, which the compiled validators use instead: a failed
+`not` costs the validator a raised and caught exception on every valid string."""
+
+
 @cache
 def validator(schema_name: str) -> Callable[[Any], Any]:
     """The compiled validator of `schema_name`: returns its argument or raises `SchemaError`."""
     path = schema_file(schema_name)
     located = {**load_schema(schema_name), "$id": path.as_uri()}  # the base of relative `$ref`s
-    return fastjsonschema.compile(located, handlers={"file": _load_file_uri})
+    return fastjsonschema.compile(_positive(located), handlers={"file": _load_file_uri})
 
 
 def _load_file_uri(uri: str) -> dict[str, Any]:
     path = Path(url2pathname(urlsplit(uri).path))
     if path.parent != SCHEMA_DIR:
         raise ValueError(f"{uri} is not a schema of this contract")
-    return _load_file(path.name)
+    return _positive(_load_file(path.name))
+
+
+def _positive(node: Any) -> Any:
+    """`node` with every `not: {type: string, pattern: CONTROL_CHARACTER}` written as the
+    equivalent `pattern: NO_CONTROL_CHARACTER` (fastjsonschema anchors `$` at the very end, as
+    JSON Schema's regular expressions do, so a trailing newline is refused too)."""
+    if isinstance(node, list):
+        return [_positive(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    rewritten = {key: _positive(value) for key, value in node.items()}
+    if rewritten.get("not") == {"type": "string", "pattern": CONTROL_CHARACTER}:
+        del rewritten["not"]
+        rewritten["pattern"] = NO_CONTROL_CHARACTER
+    return rewritten
 
 
 def _load_file(file_name: str) -> dict[str, Any]:

@@ -525,3 +525,16 @@ def assert_fields_have_their_annotated_types(record: Any) -> None:
         assert isinstance(value, allowed) and not isinstance(value, bool), (f.name, value)
         if is_dataclass(value):
             assert_fields_have_their_annotated_types(value)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x2FF), max_size=12),
+       st.sampled_from(["event_id", "anonymous_id", "user_id"]))
+def test_ids_with_any_character_are_judged_like_the_contract_s_not_rule(text: str, field: str):
+    """The compiled validators check ids with one positive pattern instead of the contract's
+    `not`; a control character anywhere (a trailing newline too) is refused either way."""
+    payload = {"schema": "page_view/1", "event_id": "pv-1", "ts": NOW_MS, "anonymous_id": "a-1",
+               "url": "https://example.com/", field: text}
+    assert compiled_accepts("page_view/1", payload) == reference_validator(
+        "page_view/1").is_valid(payload)
+    assert compiled_accepts("page_view/1", {**payload, field: text + "\n"}) is False
