@@ -10,12 +10,17 @@ payments) with Basic auth:
    per 1,000 events.
 2. **Latency at `--rate`** (default 2,500 events/s: half the 5,000 events/s aimed at), then
    at half the rate measured in 1 (a stress figure): batches are sent open-loop on a fixed
-   schedule for `--seconds`, the first second's batches excluded (connections opening); each
-   latency runs from the batch's scheduled time to its answer (so a slow answer delays no
-   later measurement: no coordinated omission, and a late client is charged, not hidden).
-   The client's own lag (actual send time minus scheduled time) is reported beside it, and
-   the client's garbage collector is paused during the phase, so a stall of the client does
-   not pass for one of the collector's.
+   schedule for `--seconds`, the first second's batches excluded (connections opening). Each
+   batch is its own task on up to 256 connections, so a slow answer delays no later send (no
+   coordinated omission). The latency runs from the moment the client sent the batch to its
+   answer; the client's garbage collector is paused during the phase. Beside it: the latency
+   from the scheduled time (which also charges the client's own lag, shown too: the client
+   shares the two cores) and the share of requests the collector answered within 50 ms by its
+   own histogram (`personify_collector_request_duration_seconds`, from the request's arrival).
+   And how busy the machine was meanwhile: the seconds the collector's threads waited for a
+   CPU per second of the phase (`/proc/<pid>/task/*/schedstat`), and the share of time some
+   task on the machine waited for one (`/proc/pressure/cpu`). On shared cores these say
+   whether a tail is the collector's or its neighbours'.
 
 Then the topics' end offsets are checked against the events acknowledged: a 2xx means stored.
 """
@@ -38,11 +43,12 @@ from pathlib import Path
 import orjson
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
 from confluent_kafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.progress import say
 from bench.report import RESULTS_DIR, machine
 from bench.sandbox import Sandbox, broker_missing, free_port
-from bench.worker import usage_of
+from bench.worker import cpu_pressure_s, run_queue_wait_s, usage_of
 from personify.settings import Settings
 from personify.stack.processes import stop_process
 
@@ -62,7 +68,14 @@ class CollectorResults:
     latency_p50_ms: float
     latency_p99_ms: float
     latency_max_ms: float
+    from_schedule_p99_ms: float
     client_lag_p99_ms: float
+    collector_within_50ms: float
+    collector_cpu_wait: float
+    """Seconds the collector's threads waited for a CPU, per second of the latency phase."""
+    cpu_pressure: float | None
+    """Share of the latency phase in which some task on the machine waited for a CPU."""
+    load_average: float
     stress_events_per_s: float
     stress_p50_ms: float
     stress_p99_ms: float
@@ -78,8 +91,15 @@ class CollectorResults:
             ("CPU", f"{self.cpu_s_per_1000_events:.3f} CPU-s per 1,000 events (collector)"),
             ("latency", f"p50 {self.latency_p50_ms:.1f} ms, p99 {self.latency_p99_ms:.1f} ms, "
                         f"max {self.latency_max_ms:.1f} ms at "
-                        f"{self.offered_events_per_s:,.0f} events/s (client lag p99 "
-                        f"{self.client_lag_p99_ms:.1f} ms)"),
+                        f"{self.offered_events_per_s:,.0f} events/s"),
+            ("latency from the schedule", f"p99 {self.from_schedule_p99_ms:.1f} ms (client "
+                                          f"lag p99 {self.client_lag_p99_ms:.1f} ms)"),
+            ("answered within 50 ms", f"{100 * self.collector_within_50ms:.2f} % (collector's "
+                                      f"histogram)"),
+            ("machine during it", f"collector waited {self.collector_cpu_wait:.2f} s per s "
+                                  f"for a CPU; CPU pressure {_share(self.cpu_pressure)}; "
+                                  f"load average {self.load_average:.1f} on "
+                                  f"{os.cpu_count()} cores"),
             ("latency at half the ceiling", f"p50 {self.stress_p50_ms:.1f} ms, p99 "
                                             f"{self.stress_p99_ms:.1f} ms, max "
                                             f"{self.stress_max_ms:.1f} ms at "
@@ -147,13 +167,15 @@ class Clients:
     async def paced(self, events_per_s: float, seconds: float) -> Paced:
         """Batches on a fixed schedule, after a second of the same schedule not counted."""
         interval = self.batch / events_per_s
-        paced = Paced([], [])
+        paced = Paced([], [], [])
         async with _session(256) as session:
             async def one(scheduled: float, counted: bool) -> None:
                 sent = time.monotonic()
                 await self.post(session)
                 if counted:
-                    paced.latencies.append(time.monotonic() - scheduled)
+                    answered = time.monotonic()
+                    paced.latencies.append(answered - sent)
+                    paced.from_schedule.append(answered - scheduled)
                     paced.lags.append(sent - scheduled)
 
             tasks, start = [], time.monotonic() + 0.1
@@ -174,9 +196,30 @@ class Clients:
 @dataclass(frozen=True)
 class Paced:
     latencies: list[float]
+    """Seconds from the moment each batch was sent to its answer."""
+    from_schedule: list[float]
     """Seconds from each batch's scheduled time to its answer."""
     lags: list[float]
     """Seconds from each batch's scheduled time to the moment the client sent it."""
+
+
+def batch_requests_within(port: int, seconds: float) -> tuple[float, float]:
+    """(`/v1/batch` requests answered within `seconds`, all of them) by the collector's own
+    histogram; `seconds` must be one of its bucket bounds."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    within = total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("route") != "/v1/batch":
+                continue
+            if sample.name.endswith("_bucket") and float(sample.labels["le"]) == seconds:
+                within = sample.value
+            elif sample.name.endswith("_count"):
+                total = sample.value
+    return within, total
 
 
 def _session(connections: int) -> ClientSession:
@@ -224,6 +267,10 @@ def stored_events(settings: Settings) -> int:
         consumer.close()
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f} %"
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -243,7 +290,13 @@ async def measure(options: argparse.Namespace, port: int, pid: int) -> dict:
     rate = events / elapsed
     say(f"  {rate:,.0f} events/s, {1000 * cpu / max(events, 1):.3f} CPU-s per 1,000 events")
     say(f"latency: {options.rate:,.0f} events/s offered for {options.seconds:.0f} s")
+    within_before, total_before = batch_requests_within(port, 0.05)
+    waited, pressure, started = run_queue_wait_s(pid), cpu_pressure_s(), time.monotonic()
     paced = await clients.paced(options.rate, options.seconds)
+    phase = time.monotonic() - started
+    waited = (run_queue_wait_s(pid) - waited) / phase
+    pressure_after = cpu_pressure_s()
+    within_after, total_after = batch_requests_within(port, 0.05)
     say(f"  p99 {1000 * percentile(paced.latencies, 0.99):.1f} ms")
     stress = rate / 2
     say(f"latency at half the ceiling: {stress:,.0f} events/s offered for "
@@ -255,7 +308,14 @@ async def measure(options: argparse.Namespace, port: int, pid: int) -> dict:
             "latency_p50_ms": 1000 * percentile(paced.latencies, 0.50),
             "latency_p99_ms": 1000 * percentile(paced.latencies, 0.99),
             "latency_max_ms": 1000 * max(paced.latencies),
+            "from_schedule_p99_ms": 1000 * percentile(paced.from_schedule, 0.99),
             "client_lag_p99_ms": 1000 * percentile(paced.lags, 0.99),
+            "collector_within_50ms": (within_after - within_before)
+                                     / max(total_after - total_before, 1),
+            "collector_cpu_wait": waited,
+            "cpu_pressure": None if pressure is None or pressure_after is None
+                            else (pressure_after - pressure) / phase,
+            "load_average": os.getloadavg()[0],
             "stress_events_per_s": stress,
             "stress_p50_ms": 1000 * percentile(stressed.latencies, 0.50),
             "stress_p99_ms": 1000 * percentile(stressed.latencies, 0.99),
