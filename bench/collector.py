@@ -8,9 +8,19 @@ payments) with Basic auth:
 1. **Throughput**: `--concurrency` clients post back to back for `--seconds`; events
    acknowledged (2xx) per second, and the collector's CPU seconds (user + system, from /proc)
    per 1,000 events.
-2. **Latency at half that rate**: batches are sent open-loop on a fixed schedule at half the
-   measured rate for `--seconds`; each latency runs from the batch's scheduled time to its
-   answer (so a slow answer delays no later measurement: no coordinated omission).
+2. **Latency at `--rate`** (default 2,500 events/s: half the 5,000 events/s aimed at), then
+   at half the rate measured in 1 (a stress figure): batches are sent open-loop on a fixed
+   schedule for `--seconds`, the first second's batches excluded (connections opening). Each
+   batch is its own task on up to 256 connections, so a slow answer delays no later send (no
+   coordinated omission). The latency runs from the moment the client sent the batch to its
+   answer; the client's garbage collector is paused during the phase. Beside it: the latency
+   from the scheduled time (which also charges the client's own lag, shown too: the client
+   shares the two cores) and the share of requests the collector answered within 50 ms by its
+   own histogram (`personify_collector_request_duration_seconds`, from the request's arrival).
+   And how busy the machine was meanwhile: the seconds the collector's threads waited for a
+   CPU per second of the phase (`/proc/<pid>/task/*/schedstat`), and the share of time some
+   task on the machine waited for one (`/proc/pressure/cpu`). On shared cores these say
+   whether a tail is the collector's or its neighbours'.
 
 Then the topics' end offsets are checked against the events acknowledged: a 2xx means stored.
 """
@@ -20,6 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
+import os
 import subprocess
 import sys
 import time
@@ -32,11 +44,12 @@ from pathlib import Path
 import orjson
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
 from confluent_kafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.progress import say
 from bench.report import RESULTS_DIR, machine
 from bench.sandbox import Sandbox, broker_missing
-from personify.stack.proc import usage_of
+from personify.stack.proc import cpu_pressure_s, run_queue_wait_s, usage_of
 from personify.stack.processes import (
     StackError,
     exit_status,
@@ -63,6 +76,18 @@ class CollectorResults:
     latency_p50_ms: float
     latency_p99_ms: float
     latency_max_ms: float
+    from_schedule_p99_ms: float
+    client_lag_p99_ms: float
+    collector_within_50ms: float
+    collector_cpu_wait: float
+    """Seconds the collector's threads waited for a CPU, per second of the latency phase."""
+    cpu_pressure: float | None
+    """Share of the latency phase in which some task on the machine waited for a CPU."""
+    load_average: float
+    stress_events_per_s: float
+    stress_p50_ms: float
+    stress_p99_ms: float
+    stress_max_ms: float
     failed_requests: int
     stored_events: int
     acknowledged_events: int
@@ -72,10 +97,21 @@ class CollectorResults:
             ("throughput", f"{self.events_per_s:,.0f} events/s ({self.requests_per_s:,.0f} "
                            f"requests/s of {self.batch} events, {self.concurrency} clients)"),
             ("CPU", f"{self.cpu_s_per_1000_events:.3f} CPU-s per 1,000 events (collector)"),
-            ("latency at half rate", f"p50 {self.latency_p50_ms:.1f} ms, p99 "
-                                     f"{self.latency_p99_ms:.1f} ms, max "
-                                     f"{self.latency_max_ms:.1f} ms at "
-                                     f"{self.offered_events_per_s:,.0f} events/s"),
+            ("latency", f"p50 {self.latency_p50_ms:.1f} ms, p99 {self.latency_p99_ms:.1f} ms, "
+                        f"max {self.latency_max_ms:.1f} ms at "
+                        f"{self.offered_events_per_s:,.0f} events/s"),
+            ("latency from the schedule", f"p99 {self.from_schedule_p99_ms:.1f} ms (client "
+                                          f"lag p99 {self.client_lag_p99_ms:.1f} ms)"),
+            ("answered within 50 ms", f"{100 * self.collector_within_50ms:.2f} % (collector's "
+                                      f"histogram)"),
+            ("machine during it", f"collector waited {self.collector_cpu_wait:.2f} s per s "
+                                  f"for a CPU; CPU pressure {_share(self.cpu_pressure)}; "
+                                  f"load average {self.load_average:.1f} on "
+                                  f"{os.cpu_count()} cores"),
+            ("latency at half the ceiling", f"p50 {self.stress_p50_ms:.1f} ms, p99 "
+                                            f"{self.stress_p99_ms:.1f} ms, max "
+                                            f"{self.stress_max_ms:.1f} ms at "
+                                            f"{self.stress_events_per_s:,.0f} events/s"),
             ("stored", f"{self.stored_events:,} of {self.acknowledged_events:,} acknowledged "
                        f"events on the topics; {self.failed_requests} failed requests"),
         ]
@@ -136,22 +172,62 @@ class Clients:
             await asyncio.gather(*(client() for _ in range(concurrency)))
             return time.monotonic() - started
 
-    async def paced(self, events_per_s: float, seconds: float) -> list[float]:
-        """Batches on a fixed schedule; latencies (s) from each scheduled time to its answer."""
+    async def paced(self, events_per_s: float, seconds: float) -> Paced:
+        """Batches on a fixed schedule, after a second of the same schedule not counted."""
         interval = self.batch / events_per_s
-        latencies: list[float] = []
+        paced = Paced([], [], [])
         async with _session(256) as session:
-            async def one(scheduled: float) -> None:
+            async def one(scheduled: float, counted: bool) -> None:
+                sent = time.monotonic()
                 await self.post(session)
-                latencies.append(time.monotonic() - scheduled)
+                if counted:
+                    answered = time.monotonic()
+                    paced.latencies.append(answered - sent)
+                    paced.from_schedule.append(answered - scheduled)
+                    paced.lags.append(sent - scheduled)
 
             tasks, start = [], time.monotonic() + 0.1
-            for number in range(int(seconds / interval)):
-                scheduled = start + number * interval
-                await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
-                tasks.append(asyncio.create_task(one(scheduled)))
-            await asyncio.gather(*tasks)
-        return latencies
+            warm_up = int(1.0 / interval)
+            gc.collect()
+            gc.disable()
+            try:
+                for number in range(warm_up + int(seconds / interval)):
+                    scheduled = start + number * interval
+                    await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
+                    tasks.append(asyncio.create_task(one(scheduled, number >= warm_up)))
+                await asyncio.gather(*tasks)
+            finally:
+                gc.enable()
+        return paced
+
+
+@dataclass(frozen=True)
+class Paced:
+    latencies: list[float]
+    """Seconds from the moment each batch was sent to its answer."""
+    from_schedule: list[float]
+    """Seconds from each batch's scheduled time to its answer."""
+    lags: list[float]
+    """Seconds from each batch's scheduled time to the moment the client sent it."""
+
+
+def batch_requests_within(port: int, seconds: float) -> tuple[float, float]:
+    """(`/v1/batch` requests answered within `seconds`, all of them) by the collector's own
+    histogram; `seconds` must be one of its bucket bounds."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    within = total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("route") != "/v1/batch":
+                continue
+            if sample.name.endswith("_bucket") and float(sample.labels["le"]) == seconds:
+                within = sample.value
+            elif sample.name.endswith("_count"):
+                total = sample.value
+    return within, total
 
 
 def _session(connections: int) -> ClientSession:
@@ -201,6 +277,10 @@ def stored_events(settings: Settings) -> int:
         consumer.close()
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f} %"
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -219,15 +299,37 @@ async def measure(options: argparse.Namespace, port: int, pid: int) -> dict:
     events = clients.acknowledged - warm_acknowledged
     rate = events / elapsed
     say(f"  {rate:,.0f} events/s, {1000 * cpu / max(events, 1):.3f} CPU-s per 1,000 events")
-    offered = rate / 2
-    say(f"latency: {offered:,.0f} events/s offered for {options.seconds:.0f} s")
-    latencies = await clients.paced(offered, options.seconds)
+    say(f"latency: {options.rate:,.0f} events/s offered for {options.seconds:.0f} s")
+    within_before, total_before = batch_requests_within(port, 0.05)
+    waited, pressure, started = run_queue_wait_s(pid), cpu_pressure_s(), time.monotonic()
+    paced = await clients.paced(options.rate, options.seconds)
+    phase = time.monotonic() - started
+    waited = (run_queue_wait_s(pid) - waited) / phase
+    pressure_after = cpu_pressure_s()
+    within_after, total_after = batch_requests_within(port, 0.05)
+    say(f"  p99 {1000 * percentile(paced.latencies, 0.99):.1f} ms")
+    stress = rate / 2
+    say(f"latency at half the ceiling: {stress:,.0f} events/s offered for "
+        f"{options.seconds:.0f} s")
+    stressed = await clients.paced(stress, options.seconds)
     return {"events_per_s": rate, "requests_per_s": rate / options.batch,
             "cpu_s_per_1000_events": 1000 * cpu / max(events, 1),
-            "offered_events_per_s": offered,
-            "latency_p50_ms": 1000 * percentile(latencies, 0.50),
-            "latency_p99_ms": 1000 * percentile(latencies, 0.99),
-            "latency_max_ms": 1000 * max(latencies),
+            "offered_events_per_s": options.rate,
+            "latency_p50_ms": 1000 * percentile(paced.latencies, 0.50),
+            "latency_p99_ms": 1000 * percentile(paced.latencies, 0.99),
+            "latency_max_ms": 1000 * max(paced.latencies),
+            "from_schedule_p99_ms": 1000 * percentile(paced.from_schedule, 0.99),
+            "client_lag_p99_ms": 1000 * percentile(paced.lags, 0.99),
+            "collector_within_50ms": (within_after - within_before)
+                                     / max(total_after - total_before, 1),
+            "collector_cpu_wait": waited,
+            "cpu_pressure": None if pressure is None or pressure_after is None
+                            else (pressure_after - pressure) / phase,
+            "load_average": os.getloadavg()[0],
+            "stress_events_per_s": stress,
+            "stress_p50_ms": 1000 * percentile(stressed.latencies, 0.50),
+            "stress_p99_ms": 1000 * percentile(stressed.latencies, 0.99),
+            "stress_max_ms": 1000 * max(stressed.latencies),
             "failed_requests": clients.failed,
             "acknowledged_events": clients.acknowledged}
 
@@ -238,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="per phase (default 15)")
     parser.add_argument("--batch", type=int, default=100, help="events per request (100)")
     parser.add_argument("--concurrency", type=int, default=8, help="clients (default 8)")
+    parser.add_argument("--rate", type=float, default=2_500.0,
+                        help="events/s offered in the latency phase (default 2,500: half the "
+                             "5,000 aimed at)")
     options = parser.parse_args(argv)
     base = Settings.from_env()
     if broker_missing(base):

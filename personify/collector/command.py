@@ -4,6 +4,7 @@ the load needs behind a load balancer: they share nothing)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 
 from aiohttp import web
@@ -22,6 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (default PERSONIFY_COLLECTOR_PORT, 16080)")
 
 
+async def freeze_start_up_objects(_: web.Application) -> None:
+    """Keep the garbage collector's full passes short: they scan every tracked object, and the
+    ~45,000 of start-up (modules, configuration), which live as long as the process, made
+    each pass 30-90 ms, the tail of the request latency. Frozen, they are never scanned."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     validation = load_pipeline_config(settings).validation
@@ -35,6 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     async def close_delivery(_: web.Application) -> None:
         delivery.close()
 
+    app.on_startup.append(freeze_start_up_objects)
     app.on_cleanup.append(close_delivery)
     names = ", ".join(source.name for source in config.sources)
     if not names:

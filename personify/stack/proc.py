@@ -40,3 +40,26 @@ def usage_of(pid: int) -> Usage:
 
 def is_zombie(stat: str) -> bool:
     return stat_fields(stat)[0] == "Z"
+
+
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the process's threads have spent runnable but waiting for a CPU (the second
+    field of each `/proc/<pid>/task/<tid>/schedstat`, in ns): the share of a latency that is
+    the machine's other work, not the process's own."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+    return total / 1e9
+
+
+def cpu_pressure_s() -> float | None:
+    """Machine-wide seconds in which some task waited for a CPU (`/proc/pressure/cpu`, PSI);
+    None on kernels without it."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return None
+    return int(line.rsplit("total=", 1)[1]) / 1e6

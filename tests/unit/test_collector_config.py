@@ -1,8 +1,12 @@
+import asyncio
+import gc
 import tomllib
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from personify.collector.command import freeze_start_up_objects
 from personify.collector.config import load_collector_config, parse_collector_config
 from processors.config import PipelineConfig
 from streams.topology import Settings
@@ -54,3 +58,12 @@ def test_limits_come_from_the_file():
     config = parse_collector_config(document, VALIDATION)
     assert (config.max_body_bytes, config.delivery_timeout_ms, config.body_timeout_s) == (
         65536, 800, 2.0)
+
+
+def test_the_collectors_start_up_objects_are_left_out_of_garbage_collection():
+    assert gc.get_freeze_count() == 0
+    try:
+        asyncio.run(freeze_start_up_objects(web.Application()))
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
