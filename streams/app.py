@@ -8,6 +8,7 @@ import faust
 
 from streams.context import Pipeline
 from streams.operations import BoundedStopApp, never_a_gap
+from streams.restore import restore_before_start
 from streams.topology import Settings, ensure_topics
 
 
@@ -60,6 +61,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Run the worker in this process until SIGTERM/SIGINT (the exit code of Faust's worker)."""
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    restore_before_start(settings, loglevel)  # Faust then finds every table's store current
     app = create_app(settings)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     # Faust's spinner handler listens at DEBUG, which makes every send format a debug record.
