@@ -46,10 +46,15 @@ def usage_of(pid: int) -> Usage:
     return Usage((utime + stime) / _CLOCK_TICKS, peak_kb * 1024)
 
 
+WORKER_COMMAND = ("-m", "personify.cli", "worker", "--loglevel", "warning")
+
+
 class WorkerProcess:
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path,
+                 command: tuple[str, ...] = WORKER_COMMAND) -> None:
         self.settings = settings
         self.log = log
+        self.command = command
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,7 +68,7 @@ class WorkerProcess:
         started = time.monotonic()
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "personify.cli", "worker", "--loglevel", "warning"],
+                [sys.executable, *self.command],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         while time.monotonic() - started < timeout_s:
             if self.process.poll() is not None:

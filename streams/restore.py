@@ -16,6 +16,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,19 +24,23 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from streams.broker import CONNECT_TIMEOUT_S, client_config, partitions_of
+from streams.broker import client_config
 from streams.tables import RECOVERY_BATCH, ROCKSDB_OPTIONS
 from streams.topology import TABLES, Settings
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 2.0
-STALL_S = 30.0
-"""No changelog record nor end of partition for this long: the broker is not serving, give up."""
+BROKER_TIMEOUT_S = 30.0
+"""No answer (metadata, end offsets, a changelog record) for this long: the broker is not
+serving, give up. A broker busy with other work can take seconds."""
 FETCH = {"fetch.max.bytes": 64 * 2**20, "max.partition.fetch.bytes": 16 * 2**20,
          "queued.max.messages.kbytes": 256 * 2**10, "queued.min.messages": 500_000,
          "fetch.wait.max.ms": 20}
 """Large fetches and a deep prefetch queue: the consumer reads whole logs, never waits on data."""
+READ_BATCH = 10_000
+"""Messages taken from the client per call, or fewer after READ_WAIT_S."""
+READ_WAIT_S = 0.05
 
 
 # --- Faust's private layout, checked against faust-streaming 0.15.3 -----------------------
@@ -70,6 +75,17 @@ def new_write_batch() -> Any:
     import rocksdict
 
     return rocksdict.WriteBatch(raw_mode=True)
+
+
+def skip_write_ahead_log(db: Any) -> None:
+    """The restorer's own writes skip RocksDB's write-ahead log; the store is flushed before it
+    is closed. A crash loses the writes since the last flush, a suffix: records and their
+    offset go together, and Faust's recovery replays them."""
+    import rocksdict
+
+    options = rocksdict.WriteOptions()
+    options.disable_wal = True
+    db.set_write_options(options)
 
 
 def encode_offset(offset: int) -> bytes:
@@ -117,14 +133,17 @@ def pending(start: int, end: int) -> bool:
 @dataclass(slots=True)
 class StoreWriter:
     """Changelog records into one store, `batch_size` per RocksDB write; each write also sets
-    the offset of its last record, so the store is never ahead of or behind its offset."""
+    the offset of its last record, so the store is never ahead of or behind its offset. Given
+    `writes` (one thread), the writes run there, in order, while the caller reads on."""
 
     db: Any
     batch_size: int = RECOVERY_BATCH
+    writes: Executor | None = None
     applied: int = 0
     _batch: Any = field(default_factory=new_write_batch)
     _in_batch: int = 0
     _last_offset: int = -1
+    _pending: list[Future[None]] = field(default_factory=list)
 
     def apply(self, offset: int, key: bytes, value: bytes | None) -> None:
         if value is None:
@@ -139,10 +158,21 @@ class StoreWriter:
     def flush(self) -> None:
         if not self._in_batch:
             return
-        self._batch.put(OFFSET_KEY, encode_offset(self._last_offset))
-        self.db.write(self._batch)
+        batch, self._batch = self._batch, new_write_batch()
+        batch.put(OFFSET_KEY, encode_offset(self._last_offset))
+        if self.writes is None:
+            self.db.write(batch)
+        else:
+            self._pending.append(self.writes.submit(self.db.write, batch))
         self.applied += self._in_batch
-        self._batch, self._in_batch = new_write_batch(), 0
+        self._in_batch = 0
+
+    def finish(self) -> None:
+        """Flush, and wait for every write (raising the first that failed)."""
+        self.flush()
+        pending, self._pending = self._pending, []
+        for write in pending:
+            write.result()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,80 +189,105 @@ class Restored:
 
 def restore_stores(settings: Settings, batch_size: int = RECOVERY_BATCH) -> Restored:
     """Apply every changelog record past each local store's offset; raises on any failure
-    (a store locked by a running worker, an unreachable broker), leaving whole batches only."""
+    (a store locked by a running worker, an unreachable broker), leaving whole batches only.
+
+    Opening a RocksDB store takes tens of milliseconds and rocksdict lets go of the GIL while
+    it opens, writes and closes, so stores are opened and closed by a few threads at once and
+    the batches written by one thread while this one reads the changelogs."""
     started = time.monotonic()
     consumer = Consumer({**client_config(settings.kafka_bootstrap), **FETCH,
                          "group.id": f"{settings.app_id}-restore", "enable.auto.commit": False,
                          "enable.partition.eof": True, "auto.offset.reset": "earliest",
                          "isolation.level": "read_uncommitted"})
-    writers: dict[tuple[str, int], StoreWriter] = {}
-    try:
-        plans = []
-        for plan, db in _open_stores(settings, consumer):
-            if pending(plan.start, plan.end):
-                plans.append(plan)
-                writers[plan.topic, plan.partition] = StoreWriter(db, batch_size)
-            else:
-                db.close()
-        if plans:
-            _consume(consumer, plans, writers)
-        return Restored(sum(w.applied for w in writers.values()), len(plans),
-                        time.monotonic() - started)
-    finally:
-        consumer.close()
-        for writer in writers.values():
-            writer.db.close()
+    dbs: list[Any] = []
+    with ThreadPoolExecutor(OPENERS) as openers, ThreadPoolExecutor(1) as writes:
+        try:
+            opened = _open_stores(settings, consumer, openers)
+            dbs = [db for _, db in opened]
+            writers = {plan: StoreWriter(db, batch_size, writes) for plan, db in opened
+                       if pending(plan.start, plan.end)}
+            if writers:
+                _consume(consumer, writers)
+            return Restored(sum(w.applied for w in writers.values()), len(writers),
+                            time.monotonic() - started)
+        finally:
+            consumer.close()
+            list(openers.map(_close, dbs))
 
 
-def _open_stores(settings: Settings, consumer: Consumer) -> Iterator[tuple[PartitionPlan, Any]]:
+OPENERS = 4
+"""Threads opening and closing stores (mostly waiting on the file system)."""
+
+
+def _close(db: Any) -> None:
+    db.flush()
+    db.close()
+
+
+def _open_stores(settings: Settings, consumer: Consumer,
+                 openers: Executor) -> list[tuple[PartitionPlan, Any]]:
     """Each table's store per changelog partition, opened (created when missing, as Faust
     does), with where its changelog stands."""
-    for table in TABLES:
-        topic = settings.changelog(table.name)
-        for partition in partitions_of(consumer, topic, settings.kafka_bootstrap):
-            db = open_store(store_path(settings.data_dir, table.name, partition))
-            try:
-                start = resume_offset(decode_offset(db.get(OFFSET_KEY)))
-                end = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                     timeout=CONNECT_TIMEOUT_S)[1]
-            except BaseException:
-                db.close()
-                raise
-            yield PartitionPlan(table.name, topic, partition, start, end), db
+    topics = consumer.list_topics(timeout=BROKER_TIMEOUT_S).topics
+    wanted = [(table.name, settings.changelog(table.name)) for table in TABLES]
+    missing = [topic for _, topic in wanted if topic not in topics]
+    if missing:
+        raise LookupError(f"changelog topics missing: {', '.join(missing)}")
+
+    def prepare(where: tuple[str, str, int]) -> tuple[PartitionPlan, Any]:
+        table, topic, partition = where
+        db = open_store(store_path(settings.data_dir, table, partition))
+        try:
+            skip_write_ahead_log(db)
+            start = resume_offset(decode_offset(db.get(OFFSET_KEY)))
+            end = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                 timeout=BROKER_TIMEOUT_S)[1]
+        except BaseException:
+            db.close()
+            raise
+        return PartitionPlan(table, topic, partition, start, end), db
+
+    futures = [openers.submit(prepare, (table, topic, partition))
+               for table, topic in wanted for partition in sorted(topics[topic].partitions)]
+    opened, failures = [], []
+    for future in futures:  # every one awaited, so a failure leaves no store open
+        try:
+            opened.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - re-raised below, once the others are closed
+            failures.append(exc)
+    if failures:
+        list(openers.map(_close, [db for _, db in opened]))
+        raise failures[0]
+    return opened
 
 
-def _consume(consumer: Consumer, plans: list[PartitionPlan],
-             writers: dict[tuple[str, int], StoreWriter]) -> None:
+def _consume(consumer: Consumer, writers: dict[PartitionPlan, StoreWriter]) -> None:
     """One consumer over every partition to restore, until each reports its end."""
-    consumer.assign([TopicPartition(p.topic, p.partition, p.start) for p in plans])
-    open_partitions = set(writers)
-    progress = _Progress(sum(p.remaining for p in plans))
+    consumer.assign([TopicPartition(p.topic, p.partition, p.start) for p in writers])
+    by_partition = {(p.topic, p.partition): w for p, w in writers.items()}
+    open_partitions = set(by_partition)
+    progress = _Progress(sum(p.remaining for p in writers))
     last_arrival = time.monotonic()
     while open_partitions:
-        messages = consumer.consume(num_messages=batch_read_size(len(plans)), timeout=0.5)
+        messages = consumer.consume(num_messages=READ_BATCH, timeout=READ_WAIT_S)
         now = time.monotonic()
         if not messages:
-            if now - last_arrival > STALL_S:
-                raise TimeoutError(f"no changelog record for {STALL_S:.0f} s")
+            if now - last_arrival > BROKER_TIMEOUT_S:
+                raise TimeoutError(f"no changelog record for {BROKER_TIMEOUT_S:.0f} s")
             continue
         last_arrival = now
         for message in messages:
             error = message.error()
-            where = (message.topic(), message.partition())
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     raise KafkaException(error)
-                open_partitions.discard(where)
+                open_partitions.discard((message.topic(), message.partition()))
                 continue
-            writers[where].apply(message.offset(), message.key(), message.value())
+            by_partition[message.topic(), message.partition()].apply(
+                message.offset(), message.key(), message.value())
         progress.update(len(messages), now)
     for writer in writers.values():
-        writer.flush()
-
-
-def batch_read_size(partitions: int) -> int:
-    """Messages taken from the client per call: enough to keep the loop in C for a while."""
-    return min(100_000, 10_000 * max(1, partitions))
+        writer.finish()
 
 
 class _Progress:

@@ -1,3 +1,4 @@
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -13,6 +14,7 @@ from streams.restore import (
     open_store,
     pending,
     resume_offset,
+    skip_write_ahead_log,
     store_path,
 )
 from streams.topology import PERSONS, Settings
@@ -92,3 +94,18 @@ def test_faust_opens_the_store_the_restorer_wrote_and_finds_it_current(tmp_path)
     assert store.persisted_offset(tp) == 1
     assert dict(store._visible_items(store._db_for_partition(1))) == {
         b"p1": b'{"v":1}', b"p2": b'{"v":2}'}
+
+
+def test_writes_handed_to_a_thread_land_in_order_and_survive_the_close(tmp_path):
+    path = tmp_path / "store.db"
+    db = open_store(path)
+    skip_write_ahead_log(db)
+    with ThreadPoolExecutor(1) as writes:
+        writer = StoreWriter(db, batch_size=2, writes=writes)
+        for offset in range(5):
+            writer.apply(offset, b"k", f"v{offset}".encode())
+        writer.finish()
+    assert writer.applied == 5
+    db.flush()
+    db.close()
+    assert contents(path) == {b"k": b"v4", OFFSET_KEY: b"4"}
