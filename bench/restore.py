@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 
 from bench.broker import end_offsets
 from bench.progress import say
 from bench.sandbox import Sandbox, broker_missing
-from bench.throughput import drain_backlog
-from bench.worker import WorkerProcess
+from bench.worker import WorkerFailed, WorkerProcess
 from bench.workload import Backlog, produce_backlog, simulate
 from streams.restore import restore_stores
 from streams.topology import Settings
@@ -22,6 +22,20 @@ FAUST_RECOVERY_ONLY = (
     "-c", "import sys, streams.app; streams.app.restore_before_start = lambda *a, **k: None; "
     "from personify.cli import main; sys.exit(main(['worker', '--loglevel', 'warning']))")
 """The worker as `personify worker` runs it, its restorer replaced by nothing."""
+
+
+def drain(worker: WorkerProcess, sandbox: Sandbox, backlog: Backlog, timeout_s: float) -> None:
+    """Run `worker` until every credit record of `backlog` is out (asks the broker only: a
+    loaded machine makes the worker's HTTP answers late)."""
+    worker.start()
+    started, topic = time.monotonic(), sandbox.settings.topics.credits
+    while (credits := end_offsets(sandbox.settings.kafka_bootstrap, [topic])[topic]) \
+            < backlog.expected_credits:
+        if time.monotonic() - started > timeout_s:
+            raise WorkerFailed(f"{credits:,} of {backlog.expected_credits:,} credit records "
+                               f"after {timeout_s:.0f} s:\n{worker.log_tail()}")
+        time.sleep(1.0)
+    say(f"  drained: {credits:,} credit records in {time.monotonic() - started:.0f} s")
 
 
 def cold_start(worker: WorkerProcess, sandbox: Sandbox) -> float:
@@ -36,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.restore")
     parser.add_argument("--people", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the files (worker logs)")
     options = parser.parse_args(argv)
     base = Settings.from_env()
     if broker_missing(base):
@@ -49,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         backlog = Backlog.of(simulate(sandbox.workdir / "backlog.jsonl", people=options.people,
                                       seed=options.seed))
         produce_backlog(backlog, settings)
-        drain_backlog(worker, sandbox, backlog, timeout_s=1800)
+        drain(worker, sandbox, backlog, timeout_s=1800)
         worker.stop()
         records = sum(end_offsets(settings.kafka_bootstrap, sandbox.changelog_topics()).values())
         say(f"{records:,} changelog records")
@@ -71,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         worker.stop()
         faust_only.stop()
-        say(f"deleted {len(sandbox.clean_up())} topics")
+        say(f"deleted {len(sandbox.clean_up(keep_files=options.keep))} topics"
+            + (f"; files kept in {sandbox.workdir}" if options.keep else ""))
     return 0
 
 

@@ -227,38 +227,65 @@ def _close(db: Any) -> None:
 def _open_stores(settings: Settings, consumer: Consumer,
                  openers: Executor) -> list[tuple[PartitionPlan, Any]]:
     """Each table's store per changelog partition, opened (created when missing, as Faust
-    does), with where its changelog stands."""
-    topics = consumer.list_topics(timeout=BROKER_TIMEOUT_S).topics
-    wanted = [(table.name, settings.changelog(table.name)) for table in TABLES]
-    missing = [topic for _, topic in wanted if topic not in topics]
-    if missing:
-        raise LookupError(f"changelog topics missing: {', '.join(missing)}")
+    does) with where its changelog stands; a missing store of an empty partition is left for
+    Faust to create."""
+    def partitions(table: str) -> list[tuple[str, str, int]]:
+        topic = settings.changelog(table)
+        metadata = consumer.list_topics(topic, timeout=BROKER_TIMEOUT_S).topics[topic]
+        if metadata.error is not None:
+            raise LookupError(f"changelog topic {topic}: {metadata.error}")
+        return [(table, topic, partition) for partition in sorted(metadata.partitions)]
 
-    def prepare(where: tuple[str, str, int]) -> tuple[PartitionPlan, Any]:
+    def prepare(where: tuple[str, str, int]) -> tuple[PartitionPlan, Any] | None:
         table, topic, partition = where
-        db = open_store(store_path(settings.data_dir, table, partition))
+        end = _end_offset(consumer, TopicPartition(topic, partition))
+        path = store_path(settings.data_dir, table, partition)
+        if end == 0 and not path.exists():
+            return None
+        db = open_store(path)
         try:
             skip_write_ahead_log(db)
             start = resume_offset(decode_offset(db.get(OFFSET_KEY)))
-            end = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                 timeout=BROKER_TIMEOUT_S)[1]
         except BaseException:
             db.close()
             raise
         return PartitionPlan(table, topic, partition, start, end), db
 
-    futures = [openers.submit(prepare, (table, topic, partition))
-               for table, topic in wanted for partition in sorted(topics[topic].partitions)]
+    everywhere = [where for found in openers.map(partitions, (t.name for t in TABLES))
+                  for where in found]
+    futures = [openers.submit(prepare, where) for where in everywhere]
     opened, failures = [], []
     for future in futures:  # every one awaited, so a failure leaves no store open
         try:
-            opened.append(future.result())
+            if (result := future.result()) is not None:
+                opened.append(result)
         except Exception as exc:  # noqa: BLE001 - re-raised below, once the others are closed
             failures.append(exc)
     if failures:
         list(openers.map(_close, [db for _, db in opened]))
         raise failures[0]
     return opened
+
+
+NO_LEADER_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                 KafkaError.UNKNOWN_TOPIC_OR_PART}
+"""What the broker answers for a partition of a topic created a moment ago (librdkafka does
+not flag them retriable)."""
+
+
+def _end_offset(consumer: Consumer, tp: TopicPartition) -> int:
+    """The partition's high watermark, asked again while the broker answers with a retriable
+    error (a topic created a moment ago has no leader yet: NOT_LEADER_FOR_PARTITION)."""
+    deadline = time.monotonic() + BROKER_TIMEOUT_S
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=BROKER_TIMEOUT_S)[1]
+        except KafkaException as exc:
+            error = exc.args[0]
+            if (not error.retriable() and error.code() not in NO_LEADER_YET
+                    or time.monotonic() > deadline):
+                raise
+            time.sleep(0.1)
 
 
 def _consume(consumer: Consumer, writers: dict[PartitionPlan, StoreWriter]) -> None:
