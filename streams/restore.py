@@ -46,6 +46,7 @@ READ_WAIT_S = 0.05
 # --- Faust's private layout, checked against faust-streaming 0.15.3 -----------------------
 
 FAUST_CHECKED = "0.15.3"
+"""The faust-streaming release this block was checked against (a unit test compares)."""
 OFFSET_KEY = b"__faust\0offset__"
 """The key under which Faust's RocksDB store keeps the offset of the last changelog record in
 that store (`faust.stores.rocksdb.Store.offset_key`, faust-streaming 0.15.3)."""
@@ -77,17 +78,6 @@ def new_write_batch() -> Any:
     return rocksdict.WriteBatch(raw_mode=True)
 
 
-def skip_write_ahead_log(db: Any) -> None:
-    """The restorer's own writes skip RocksDB's write-ahead log; the store is flushed before it
-    is closed. A crash loses the writes since the last flush, a suffix: records and their
-    offset go together, and Faust's recovery replays them."""
-    import rocksdict
-
-    options = rocksdict.WriteOptions()
-    options.disable_wal = True
-    db.set_write_options(options)
-
-
 def encode_offset(offset: int) -> bytes:
     """`Store.set_persisted_offset`: the decimal offset of the last changelog record applied
     (faust-streaming 0.15.3)."""
@@ -107,6 +97,17 @@ def resume_offset(persisted: int | None) -> int:
 
 
 # --- the restorer -------------------------------------------------------------------------
+
+
+def skip_write_ahead_log(db: Any) -> None:
+    """The restorer's own writes skip RocksDB's write-ahead log; the store is flushed before it
+    is closed. A crash loses the writes since the last flush, a suffix: records and their
+    offset go together, and Faust's recovery replays them."""
+    import rocksdict
+
+    options = rocksdict.WriteOptions()
+    options.disable_wal = True
+    db.set_write_options(options)
 
 
 @dataclass(frozen=True, slots=True)

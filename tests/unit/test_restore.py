@@ -1,5 +1,6 @@
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from importlib.metadata import version
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING
@@ -7,6 +8,7 @@ from faust.stores.rocksdb import Store
 from faust.types import TP
 
 from streams.restore import (
+    FAUST_CHECKED,
     OFFSET_KEY,
     StoreWriter,
     decode_offset,
@@ -44,6 +46,11 @@ def test_a_store_resumes_after_its_last_applied_record_or_from_the_beginning():
 def test_a_partition_is_restored_only_when_its_changelog_has_records_past_the_store(
         start, end, expected):
     assert pending(start, end) is expected
+
+
+def test_faust_is_the_release_whose_store_layout_the_restorer_follows():
+    """On an upgrade, check streams/restore.py's Faust block against the new release."""
+    assert version("faust-streaming") == FAUST_CHECKED
 
 
 def test_offsets_are_stored_as_faust_stores_them():
