@@ -191,6 +191,8 @@ class Restored:
 def restore_stores(settings: Settings, batch_size: int = RECOVERY_BATCH) -> Restored:
     """Apply every changelog record past each local store's offset; raises on any failure
     (a store locked by a running worker, an unreachable broker), leaving whole batches only.
+    Every partition is restored, not only those this worker will own: that is known only once
+    Faust has joined the group.
 
     Opening a RocksDB store takes tens of milliseconds and rocksdict lets go of the GIL while
     it opens, writes and closes, so stores are opened and closed by a few threads at once and
