@@ -112,7 +112,6 @@ def skip_write_ahead_log(db: Any) -> None:
 
 @dataclass(frozen=True, slots=True)
 class PartitionPlan:
-    table: str
     topic: str
     partition: int
     start: int
@@ -171,8 +170,8 @@ class StoreWriter:
     def finish(self) -> None:
         """Flush, and wait for every write (raising the first that failed)."""
         self.flush()
-        pending, self._pending = self._pending, []
-        for write in pending:
+        writes, self._pending = self._pending, []
+        for write in writes:
             write.result()
 
 
@@ -252,7 +251,7 @@ def _open_stores(settings: Settings, consumer: Consumer,
         except BaseException:
             db.close()
             raise
-        return PartitionPlan(table, topic, partition, start, end), db
+        return PartitionPlan(topic, partition, start, end), db
 
     everywhere = [where for found in openers.map(partitions, (t.name for t in TABLES))
                   for where in found]
