@@ -61,7 +61,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import run_worker
 
-    return run_worker(settings, loglevel=args.loglevel)
+    return run_worker(settings, loglevel=args.loglevel, fast_restore=args.fast_restore)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -100,6 +100,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     actions.add_parser("wipe", help="delete broker data and worker state (stack must be down)")
 
     worker = commands.add_parser("worker", help="run the stream processor in the foreground")
+    worker.add_argument("--no-fast-restore", dest="fast_restore", action="store_false",
+                        help="rebuild missing table state with Faust's own recovery only "
+                             "(slower; to compare, or should the fast restorer misbehave)")
     worker.add_argument("--loglevel", default="info",
                         choices=("debug", "info", "warning", "error", "critical"),
                         help="the least severe log lines shown (default info)")

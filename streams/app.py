@@ -10,6 +10,7 @@ import faust
 from streams.context import Pipeline
 from streams.faust_internals import report_gaps_instead_of_skipping
 from streams.operations import BoundedStopApp, never_a_gap
+from streams.restore import restore_before_start
 from streams.topology import Settings, ensure_topics
 
 
@@ -64,10 +65,12 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> int:
+def run_worker(settings: Settings, loglevel: str = "info", fast_restore: bool = True) -> int:
     """Run the worker in this process until SIGTERM/SIGINT (the exit code of Faust's worker)."""
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if fast_restore:
+        restore_before_start(settings, loglevel)  # Faust then finds every table's store current
     app = create_app(settings)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     # Faust's spinner handler listens at DEBUG, which makes every send format a debug record.

@@ -74,8 +74,10 @@ class WorkerProcess:
 
     def __init__(self, settings: Settings, log: Path, *, managed: Managed | None = None,
                  loglevel: str | None = "warning", poll_s: float = 0.3,
-                 start_timeout_s: float = 90.0) -> None:
+                 start_timeout_s: float = 90.0, options: tuple[str, ...] = ()) -> None:
         self.settings = settings
+        self.options = options
+        """More options of `personify worker` (e.g. `--no-fast-restore`)."""
         self.log = log
         self.managed = managed
         self.loglevel = loglevel
@@ -94,7 +96,7 @@ class WorkerProcess:
 
     def argv(self) -> list[str]:
         level = ["--loglevel", self.loglevel] if self.loglevel else []
-        return [sys.executable, *WORKER_COMMAND, *level]
+        return [sys.executable, *WORKER_COMMAND, *level, *self.options]
 
     def start(self, timeout_s: float | None = None,
               progress: Callable[[str], object] | None = None) -> float:
