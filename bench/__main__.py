@@ -13,6 +13,7 @@ import argparse
 import math
 import signal
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from bench.ceilings import measure_ceilings
@@ -21,8 +22,9 @@ from bench.progress import say
 from bench.recovery import measure_recovery
 from bench.report import Results, machine
 from bench.sandbox import Sandbox, broker_missing
-from bench.throughput import drain_backlog, write_cost
+from bench.throughput import Throughput, drain_backlog, write_cost
 from bench.workload import LIVE_SEED_OFFSET, Backlog, live_stream, produce_backlog, simulate
+from personify.stack.processes import free_port
 from personify.stack.worker_process import WorkerProcess
 from streams.topology import Settings
 
@@ -59,7 +61,7 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     return options
 
 
-def run(options: argparse.Namespace, sandbox: Sandbox, worker: WorkerProcess,
+def run(options: argparse.Namespace, base: Settings, sandbox: Sandbox, worker: WorkerProcess,
         started_at: datetime) -> Results:
     settings = sandbox.settings
     say(f"backlog: simulating {options.people:,} people (seed {options.seed})")
@@ -72,7 +74,7 @@ def run(options: argparse.Namespace, sandbox: Sandbox, worker: WorkerProcess,
     ceilings = measure_ceilings(sandbox, backlog)
 
     say("throughput: one worker, empty state, RocksDB store")
-    throughput = drain_backlog(worker, sandbox, backlog, timeout_s=options.drain_timeout)
+    throughput = drain_backlog([worker], sandbox, backlog, timeout_s=options.drain_timeout)
     say(f"  {throughput.events_per_s:,.0f} events/s, {throughput.cpu_s_per_1000_events:.3f} "
         f"CPU-s per 1,000 events, peak RSS {throughput.peak_rss_mb:,.0f} MB")
     say("write cost: reading the changelogs and the broker's log sizes")
@@ -84,11 +86,35 @@ def run(options: argparse.Namespace, sandbox: Sandbox, worker: WorkerProcess,
                                                       throughput.events_per_s)
 
     recovery = measure_recovery(worker, sandbox)
+    worker.stop()
+    two_workers = measure_two_workers(options, base, backlog)
+    say(f"  two workers: {two_workers.events_per_s:,.0f} events/s "
+        f"({two_workers.events_per_s / throughput.events_per_s:.2f}× one worker), "
+        f"{two_workers.cpu_s_per_1000_events:.3f} CPU-s per 1,000 events")
     return Results(started_at=started_at, options=vars(options), machine=machine(),
                    kafka_version=settings.kafka_version, backlog=backlog,
                    backlog_produce_s=produce_s, ceilings=ceilings, throughput=throughput,
                    write_cost=cost, preload=preloaded, latency=latency,
-                   recovery=recovery)
+                   recovery=recovery, two_workers=two_workers)
+
+
+def measure_two_workers(options: argparse.Namespace, base: Settings, backlog: Backlog
+                        ) -> Throughput:
+    """The same backlog drained by two workers sharing the four partitions, in a sandbox of
+    its own (fresh topics, groups and state)."""
+    sandbox = Sandbox.create(base)
+    say(f"throughput: two workers, run {sandbox.token}, the same {backlog.events:,} events")
+    workers = [WorkerProcess(replace(sandbox.settings, web_port=free_port(),
+                                     data_dir=sandbox.workdir / f"state-{n}"),
+                             sandbox.workdir / f"worker-{n}.log", poll_s=0.05,
+                             start_timeout_s=300) for n in (1, 2)]
+    try:
+        return drain_backlog(workers, sandbox, backlog, timeout_s=options.drain_timeout,
+                             produce_when_ready=True)
+    finally:
+        for worker in workers:
+            worker.stop()
+        sandbox.clean_up(keep_files=options.keep)
 
 
 def measure_latency(options: argparse.Namespace, sandbox: Sandbox, backlog: Backlog,
@@ -133,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"run {sandbox.token}: topics *-bench-{sandbox.token}, app id "
         f"{sandbox.settings.app_id}, files in {sandbox.workdir}")
     try:
-        results = run(options, sandbox, worker, started_at)
+        results = run(options, base, sandbox, worker, started_at)
     finally:
         worker.stop()
         if options.keep:

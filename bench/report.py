@@ -51,6 +51,8 @@ class Results:
     """The live population's first part, sent flat out (None with --no-latency)."""
     latency: list[RateLatency]
     recovery: Recovery
+    two_workers: Throughput
+    """The same backlog drained by two workers on the four partitions."""
 
     def to_dict(self) -> dict[str, Any]:
         document = asdict(self)
@@ -96,6 +98,10 @@ class Results:
             ("CPU per 1,000 events", f"{t.cpu_s_per_1000_events:.3f} CPU-s "
                                      f"({t.cpu_utilisation:.2f} cores busy)"),
             ("peak RSS", f"{t.peak_rss_mb:,.0f} MB"),
+            ("two workers, four partitions",
+             f"{self.two_workers.events_per_s:,.0f} events/s "
+             f"({self.two_workers.events_per_s / t.events_per_s:.2f}× one worker), "
+             f"{self.two_workers.cpu_s_per_1000_events:.3f} CPU-s per 1,000 events"),
             ("changelog per input event", f"{w.changelog_records_per_event:.2f} records, "
                                           f"{w.changelog_payload_bytes_per_event:,.0f} B"),
             ("broker disk per input event", disk),

@@ -1,8 +1,9 @@
-"""Sustained throughput: one worker drains a pre-loaded backlog from an empty state.
+"""Sustained throughput: workers drain a pre-loaded backlog from an empty state.
 
-The clock starts when the worker answers /ready and stops when the credits topic holds every
-expected credit record; events the worker consumed before /ready answered are left out of
-the count, so start-up time is in neither the numerator nor the denominator.
+The clock starts when every worker answers /ready and stops when the credits topic holds every
+expected credit record; events consumed before /ready answered are left out of the count, so
+start-up time is in neither the numerator nor the denominator. CPU and memory are the workers'
+together (peak RSS: the largest worker's).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from bench.broker import end_offsets, group_lag, payload_bytes
 from bench.kafka_tools import disk_bytes
 from bench.progress import say
 from bench.sandbox import Sandbox
-from bench.workload import Backlog
+from bench.workload import Backlog, produce_backlog
 from personify.stack.processes import StackError
 from personify.stack.worker_process import WorkerProcess
 
@@ -40,14 +41,27 @@ class Throughput:
     """The input side alone: events over `last_input_consumed_s`."""
 
 
-def drain_backlog(worker: WorkerProcess, sandbox: Sandbox, backlog: Backlog,
-                  timeout_s: float) -> Throughput:
-    """Start `worker` on the pre-loaded topics and time it until every credit is out."""
-    ready_s = worker.start()
+def drain_backlog(workers: list[WorkerProcess], sandbox: Sandbox, backlog: Backlog,
+                  timeout_s: float, produce_when_ready: bool = False) -> Throughput:
+    """Start `workers` side by side and time them until every credit is out: on the pre-loaded
+    topics, or, with `produce_when_ready`, on the backlog sent once every worker is ready (so
+    that no worker drains alone while another starts)."""
+    spawned_at = time.monotonic()
+    for worker in workers:
+        worker.spawn()
+    for worker in workers:
+        worker.wait_ready(worker.start_timeout_s)
     ready_at = time.monotonic()
-    before = worker.usage()
-    consumed_at_ready = worker.metrics().get(CONSUMED, 0.0)
-    say(f"worker {worker.pid} ready in {ready_s:.1f} s; draining {backlog.events:,} events "
+    ready_s = ready_at - spawned_at
+    before = [worker.usage() for worker in workers]
+    if produce_when_ready:
+        produce_backlog(backlog, sandbox.settings)
+
+    def consumed() -> float:
+        return sum(worker.metrics().get(CONSUMED, 0.0) for worker in workers)
+
+    consumed_at_ready = consumed()
+    say(f"{len(workers)} worker(s) ready in {ready_s:.1f} s; draining {backlog.events:,} events "
         f"toward {backlog.expected_credits:,} credit records")
     credits_topic = sandbox.settings.topics.credits
     bootstrap = sandbox.settings.kafka_bootstrap
@@ -60,28 +74,29 @@ def drain_backlog(worker: WorkerProcess, sandbox: Sandbox, backlog: Backlog,
             break
         if now - ready_at > timeout_s:
             raise StackError(f"{credits:,} of {backlog.expected_credits:,} credit records "
-                              f"after {timeout_s:.0f} s:\n{worker.log_tail()}")
+                             f"after {timeout_s:.0f} s:\n{workers[0].log_tail()}")
         if not consumed_all_at or now - last_report >= REPORT_EVERY_S:
-            consumed = worker.metrics().get(CONSUMED, 0.0)
-            if not consumed_all_at and consumed >= backlog.events:
+            read = consumed()
+            if not consumed_all_at and read >= backlog.events:
                 consumed_all_at = now
             if now - last_report >= REPORT_EVERY_S:
                 last_report = now
                 lag = group_lag(bootstrap, sandbox.settings.app_id, internal)
-                say(f"  {consumed:,.0f} / {backlog.events:,} events read, {credits:,} / "
+                say(f"  {read:,.0f} / {backlog.events:,} events read, {credits:,} / "
                     f"{backlog.expected_credits:,} credit records out; not yet committed: "
                     + ", ".join(f"{t.rsplit('-v1', 1)[0]} {n:,}" for t, n in lag.items()))
         time.sleep(POLL_S)
     done_at = time.monotonic()
-    after = worker.usage()
+    after = [worker.usage() for worker in workers]
     seconds = done_at - ready_at
     measured = backlog.events - int(consumed_at_ready)
-    cpu = after.cpu_s - before.cpu_s
+    cpu = sum(a.cpu_s - b.cpu_s for a, b in zip(after, before, strict=True))
     read_s = (consumed_all_at or done_at) - ready_at
     return Throughput(
         start_to_ready_s=ready_s, events_measured=measured, seconds=seconds,
         events_per_s=measured / seconds, cpu_s_per_1000_events=1000 * cpu / measured,
-        cpu_utilisation=cpu / seconds, peak_rss_mb=after.peak_rss_bytes / 2**20,
+        cpu_utilisation=cpu / seconds,
+        peak_rss_mb=max(a.peak_rss_bytes for a in after) / 2**20,
         last_input_consumed_s=read_s, read_events_per_s=measured / read_s)
 
 

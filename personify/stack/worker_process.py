@@ -101,12 +101,16 @@ class WorkerProcess:
     def start(self, timeout_s: float | None = None,
               progress: Callable[[str], object] | None = None) -> float:
         """Spawn the worker and wait for /ready; returns the seconds from spawn to ready."""
+        self.spawn()
+        return self.wait_ready(timeout_s or self.start_timeout_s, progress)
+
+    def spawn(self) -> None:
+        """Start the process without waiting (several workers then start side by side)."""
         env = self.settings.to_env()
         if self.managed is not None:
             self.process = self.managed.start(self.argv(), env)
         else:
             self.process = spawn(self.argv(), self.log, env)
-        return self.wait_ready(timeout_s or self.start_timeout_s, progress)
 
     def wait_ready(self, timeout_s: float, progress: Callable[[str], object] | None = None
                    ) -> float:
