@@ -54,13 +54,13 @@ def drain_backlog(workers: list[WorkerProcess], sandbox: Sandbox, backlog: Backl
     ready_at = time.monotonic()
     ready_s = ready_at - spawned_at
     before = [worker.usage() for worker in workers]
-    if produce_when_ready:
-        produce_backlog(backlog, sandbox.settings)
 
     def consumed() -> float:
         return sum(worker.metrics().get(CONSUMED, 0.0) for worker in workers)
 
     consumed_at_ready = consumed()
+    if produce_when_ready:
+        produce_backlog(backlog, sandbox.settings)
     say(f"{len(workers)} worker(s) ready in {ready_s:.1f} s; draining {backlog.events:,} events "
         f"toward {backlog.expected_credits:,} credit records")
     credits_topic = sandbox.settings.topics.credits
