@@ -55,8 +55,17 @@ def drain_backlog(workers: list[WorkerProcess], sandbox: Sandbox, backlog: Backl
     ready_s = ready_at - spawned_at
     before = [worker.usage() for worker in workers]
 
+    last_read = [0.0] * len(workers)
+
     def consumed() -> float:
-        return sum(worker.metrics().get(CONSUMED, 0.0) for worker in workers)
+        """Events read by the workers so far; a worker too busy to answer within the
+        harness's timeout (its loop in a long take) counts with its last answer."""
+        for n, worker in enumerate(workers):
+            try:
+                last_read[n] = worker.metrics().get(CONSUMED, 0.0)
+            except StackError:
+                pass
+        return sum(last_read)
 
     consumed_at_ready = consumed()
     if produce_when_ready:
