@@ -8,6 +8,7 @@ together (peak RSS: the largest worker's).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -61,10 +62,8 @@ def drain_backlog(workers: list[WorkerProcess], sandbox: Sandbox, backlog: Backl
         """Events read by the workers so far; a worker too busy to answer within the
         harness's timeout (its loop in a long take) counts with its last answer."""
         for n, worker in enumerate(workers):
-            try:
+            with contextlib.suppress(StackError):
                 last_read[n] = worker.metrics().get(CONSUMED, 0.0)
-            except StackError:
-                pass
         return sum(last_read)
 
     consumed_at_ready = consumed()
