@@ -43,7 +43,10 @@ def test_kills_then_a_takeover_by_a_second_worker_change_nothing(
     worker.kill()  # the second worker takes every partition over from the changelogs
 
     assert_as_if_nothing_happened(settings, expected, reader)
-    assert second.get("/ready")[0] == 200
+    # The credits can be complete before the group has given the dead worker's partitions
+    # to the second one (its session expires first, then a rebalance restores them): ready
+    # once that is done, well within the bound.
+    second.wait_ready(timeout_s=90)
 
 
 def _stack(*args: str) -> None:
